@@ -1,0 +1,48 @@
+# llmops.gce_vllm — the two commands of the contract: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help venv hostdeps test lint sanity unit molecule reliability demo bench clean
+help:
+	@echo "make demo   - run site.yml end to end against the local Compute API and a real test host"
+	@echo "make test   - lint + ansible-test sanity + unit tests + molecule + reliability suite"
+	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
+
+$(STAMP): requirements.txt requirements-test.txt
+	@py=$$(scripts/find-python) && echo "==> creating $(VENV) with $$py" && "$$py" -m venv --clear $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	@touch $@
+venv: $(STAMP) build/collections/ansible_collections/llmops/gce_vllm
+build/collections/ansible_collections/llmops/gce_vllm:
+	@mkdir -p $(@D) && ln -sfn ../../../.. $@
+
+hostdeps:
+	@scripts/host-deps
+
+lint: venv
+	ansible-lint --profile production
+
+sanity: venv
+	scripts/sanity
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+molecule: venv hostdeps
+	molecule test --all
+
+test: venv hostdeps lint sanity unit molecule
+
+demo: venv hostdeps
+	scripts/demo
+
+bench: venv hostdeps
+	scripts/bench
+
+clean:
+	rm -rf $(VENV) build results
