@@ -1,0 +1,627 @@
+# Copyright (c) 2026 llmops team
+# Apache License 2.0 (see galaxy.yml)
+"""Dynamic inventory of Google Compute Engine instances, built for fleets."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: gce
+short_description: Google Compute Engine instances as an inventory, fast enough for fleets
+description:
+  - Lists the instances of one or more Google Cloud projects with B(one) C(instances.aggregatedList)
+    call per project and page (O(page_size) instances a page), not one call per zone; zones are
+    filtered on the controller.
+  - Only C(RUNNING) instances by default (O(statuses)).
+  - Builds its groups in Python, without a Jinja2 expression per host, so 5,000 instances build in
+    well under two seconds. The built-in groups (see O(builtin_groups)) are, for an instance in zone
+    C(asia-northeast3-a) of machine type C(g2-standard-4) with one C(nvidia-l4), network tags
+    C(ai-server) and C(monitoring) and label C(env=prod), they are
+    C(ai_server), C(monitoring) (one group per network tag, named after the tag),
+    C(label_env_prod), C(zone_asia_northeast3_a), C(region_asia_northeast3), C(status_running),
+    C(machine_type_g2_standard_4) and C(gpu_nvidia_l4). Names are sanitized (C(-) becomes C(_)).
+  - Every host gets these variables, all prefixed C(gce_) so that they never collide with role variables
+    C(gce_name), C(gce_id), C(gce_project), C(gce_zone), C(gce_region), C(gce_status),
+    C(gce_machine_type), C(gce_gpus) (a list of C({type, count})), C(gce_labels), C(gce_tags),
+    C(gce_private_ip) (C(networkInterfaces[0].networkIP)), C(gce_public_ip)
+    (C(networkInterfaces[0].accessConfigs[0].natIP), or null), C(gce_network), C(gce_self_link),
+    C(gce_creation_timestamp), C(gce_metadata) (only the keys listed in O(metadata_keys)),
+    and C(ansible_host) (see O(address_preference)).
+  - O(keyed_groups), O(groups) and O(compose) work as in every constructed inventory, for your own
+    extra groups and variables, and are only run when set. An expression that is just a variable path
+    (C(gce_zone), C(gce_labels.team)) or a quoted string is resolved without Jinja2; any other expression
+    costs a template compilation per host (about 0.5 ms in ansible-core 2.21).
+  - The inventory file name must end in C(gce.yml) or C(gce.yaml), for example C(prod.gce.yml).
+  - Uses the collection's Compute API client (google-auth + requests), with retries on 429/5xx.
+author:
+  - llmops team
+version_added: 0.1.0
+requirements:
+  - google-auth
+  - requests
+extends_documentation_fragment:
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+options:
+  plugin:
+    description: The name of this plugin; it marks the file as an inventory source for it.
+    required: true
+    type: str
+    choices: [llmops.gce_vllm.gce]
+  projects:
+    description:
+      - Google Cloud project IDs to list instances of. At least one, from here or from E(GCP_PROJECT)
+        (comma-separated).
+    type: list
+    elements: str
+    env:
+      - name: GCP_PROJECT
+  zones:
+    description:
+      - Only instances in these zones (for example C(asia-northeast3-a)). Empty means every zone.
+      - Filtered on the controller; the API is still called once per project and page.
+    type: list
+    elements: str
+    default: []
+  filters:
+    description:
+      - Compute API filter expressions (the C(filter) parameter of C(instances.aggregatedList)),
+        for example C(labels.app = vllm) or C(name = "ai-*"). Several are combined with C(AND).
+      - A syntax error is reported with the API's own message.
+    type: list
+    elements: str
+    default: []
+  statuses:
+    description:
+      - Only instances in one of these states. Empty means every state.
+    type: list
+    elements: str
+    default: [RUNNING]
+    choices: [PROVISIONING, STAGING, RUNNING, STOPPING, STOPPED, SUSPENDING, SUSPENDED, REPAIRING, TERMINATED]
+  hostnames:
+    description:
+      - How to name each host (its C(inventory_hostname)), as a preference list; the first entry that
+        gives a non-empty value wins.
+      - C(name) (the instance name), C(public_ip), C(private_ip), C(labels.KEY) (the value of label KEY),
+        or any other string, which is a Jinja2 expression over the host's C(gce_*) variables
+        (for example C(gce_name ~ '.' ~ gce_zone)); expressions cost a template evaluation per host.
+      - When two instances get the same name (the same instance name in two zones or projects), the
+        second one is named C(NAME.ZONE) (then C(NAME.ZONE.PROJECT)) and a warning says so.
+    type: list
+    elements: str
+    default: [name]
+  address_preference:
+    description:
+      - Which address becomes C(ansible_host), as a preference list of C(public_ip), C(private_ip),
+        C(name). Use C([private_ip]) when the controller reaches the VPC directly (VPN, IAP, peering).
+      - An empty list leaves C(ansible_host) unset. O(compose) can still override it.
+    type: list
+    elements: str
+    default: [public_ip, private_ip]
+    choices: [public_ip, private_ip, name]
+  builtin_groups:
+    description:
+      - Which built-in groups to build (see the description). An empty list builds none.
+    type: list
+    elements: str
+    default: [tags, labels, zone, region, status, machine_type, gpu]
+    choices: [tags, labels, zone, region, status, machine_type, gpu, project]
+  tag_group_prefix:
+    description:
+      - Prefix of the groups made from network tags. With the default (empty) tag C(ai-server) gives
+        group C(ai_server). A tag named like a reserved group (C(all), C(ungrouped)) always gets C(tag_).
+    type: str
+    default: ''
+  metadata_keys:
+    description:
+      - Instance metadata keys whose values are exposed in C(gce_metadata). None by default, because
+        metadata can hold secrets (startup scripts, ssh keys); list only keys you know hold none.
+    type: list
+    elements: str
+    default: []
+  page_size:
+    description: C(maxResults) of each aggregatedList call (the API's maximum is 500).
+    type: int
+    default: 500
+  api_endpoint:
+    description:
+      - Base URL of the Compute API, ending in C(/compute/v1/). Point it at another server (a local
+        stand-in, a private endpoint) to use that instead of Google's.
+    type: str
+    default: https://compute.googleapis.com/compute/v1/
+    env:
+      - name: GCE_API_ENDPOINT
+  auth_kind:
+    description:
+      - How to authenticate, with the names google.cloud uses. C(application) uses Application Default
+        Credentials, C(serviceaccount) a service account key (O(service_account_file) or
+        O(service_account_contents)), C(accesstoken) an OAuth2 access token (O(access_token)).
+    type: str
+    default: application
+    choices: [application, serviceaccount, accesstoken]
+    env:
+      - name: GCP_AUTH_KIND
+  service_account_file:
+    description: Path of a service account JSON key file (O(auth_kind=serviceaccount)).
+    type: path
+    env:
+      - name: GCP_SERVICE_ACCOUNT_FILE
+  service_account_contents:
+    description:
+      - The JSON of a service account key (O(auth_kind=serviceaccount)); prefer an environment variable
+        or vault to writing it into the inventory file.
+    type: str
+    env:
+      - name: GCP_SERVICE_ACCOUNT_CONTENTS
+  access_token:
+    description: An OAuth2 access token (O(auth_kind=accesstoken)).
+    type: str
+    env:
+      - name: GCP_ACCESS_TOKEN
+  scopes:
+    description: OAuth2 scopes to request; read-only access to Compute is all this plugin needs.
+    type: list
+    elements: str
+    default: [https://www.googleapis.com/auth/compute.readonly]
+    env:
+      - name: GCP_SCOPES
+notes:
+  - Cache the inventory with O(cache=true) and a cache plugin such as C(ansible.builtin.jsonfile);
+    a cached run makes no API call. The cache holds the compact per-instance variables, not the raw API
+    answer, and is ignored when O(projects), O(filters), O(metadata_keys) or O(api_endpoint) changed.
+"""
+
+EXAMPLES = r"""
+# prod.gce.yml: every RUNNING instance of one project, reached at its external IP
+plugin: llmops.gce_vllm.gce
+projects: [my-project]
+auth_kind: serviceaccount
+service_account_file: ~/.config/gcloud/inventory-sa.json
+
+# fleet.gce.yml: two projects, two zones, only vLLM servers, cached for 10 minutes,
+# private addresses, plus a group of your own made with keyed_groups
+plugin: llmops.gce_vllm.gce
+projects: [team-a, team-b]
+zones: [asia-northeast3-a, asia-northeast3-b]
+filters:
+  - labels.app = vllm
+address_preference: [private_ip]
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/ansible-inventory
+cache_timeout: 600
+keyed_groups:
+  - key: gce_labels.team | default('none')
+    prefix: team
+compose:
+  ansible_user: "'ubuntu'"
+
+# local.gce.yml: a local stand-in of the Compute API, stopped instances included
+plugin: llmops.gce_vllm.gce
+projects: [demo-project]
+api_endpoint: http://127.0.0.1:8089/compute/v1/
+auth_kind: accesstoken
+access_token: local
+statuses: []
+"""
+
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_native
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.template import is_trusted_as_template
+
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import GceClient
+
+_DEFAULT_SCOPES = ["https://www.googleapis.com/auth/compute.readonly"]
+_ADDRESS_KEYS = {"public_ip": "gce_public_ip", "private_ip": "gce_private_ip", "name": "gce_name"}
+_RESERVED_GROUPS = frozenset(("all", "ungrouped"))
+_ZONE_RE = re.compile(r"^[a-z]+(?:-[a-z]+)*\d+-[a-z]$")
+_PROJECT_RE = re.compile(r"^(?:[a-z][a-z0-9.:-]{4,61}[a-z0-9])$")
+_CACHE_FORMAT = 1
+# A Jinja2 expression that is nothing but a variable path (gce_zone, gce_labels.team) is resolved by
+# dict lookups instead of compiling it for every host, which costs ~0.5 ms per host in ansible-core 2.21.
+_SIMPLE_PATH = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$")
+_STRING_LITERAL = re.compile(r"""^\s*(?:'([^'\\{}%]*)'|"([^"\\{}%]*)")\s*$""")
+_JINJA_LITERALS = frozenset(("true", "false", "none", "True", "False", "None"))
+_MISS = object()
+
+
+def _plain(value, depth=0):
+    """True when templating would return value unchanged: no string in it is a trusted template."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    if isinstance(value, str):
+        return not is_trusted_as_template(value)
+    if depth > 4:
+        return False
+    if type(value) is list:
+        return all(_plain(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _basename(url):
+    """Last path segment of a resource URL (or the value itself when it has no slash)."""
+    if not url:
+        return None
+    return url.rsplit("/", 1)[-1]
+
+
+def instance_record(project, inst, metadata_keys=()):
+    """The host variables of one instance resource (a dict from the Compute API), all prefixed gce_.
+
+    Pure and cheap: no templating; the result is what the cache stores.
+    """
+    zone = _basename(inst.get("zone"))
+    nics = inst.get("networkInterfaces") or ()
+    nic0 = nics[0] if nics else {}
+    access = nic0.get("accessConfigs") or ()
+    public_ip = None
+    for conf in access:
+        if conf.get("natIP"):
+            public_ip = conf["natIP"]
+            break
+    gpus = [
+        {"type": _basename(acc.get("acceleratorType")), "count": int(acc.get("acceleratorCount") or 0)}
+        for acc in inst.get("guestAccelerators") or ()
+    ]
+    metadata = {}
+    if metadata_keys:
+        wanted = set(metadata_keys)
+        for item in (inst.get("metadata") or {}).get("items") or ():
+            if item.get("key") in wanted:
+                metadata[item["key"]] = item.get("value")
+    return {
+        "gce_name": inst.get("name"),
+        "gce_id": inst.get("id"),
+        "gce_project": project,
+        "gce_zone": zone,
+        "gce_region": zone.rsplit("-", 1)[0] if zone else None,
+        "gce_status": inst.get("status"),
+        "gce_machine_type": _basename(inst.get("machineType")),
+        "gce_gpus": gpus,
+        "gce_labels": dict(inst.get("labels") or {}),
+        "gce_tags": list((inst.get("tags") or {}).get("items") or ()),
+        "gce_private_ip": nic0.get("networkIP"),
+        "gce_public_ip": public_ip,
+        "gce_network": _basename(nic0.get("network")),
+        "gce_self_link": inst.get("selfLink"),
+        "gce_creation_timestamp": inst.get("creationTimestamp"),
+        "gce_metadata": metadata,
+    }
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    """llmops.gce_vllm.gce inventory plugin."""
+
+    NAME = "llmops.gce_vllm.gce"
+
+    def __init__(self):
+        super().__init__()
+        self._group_names = {}
+        self._paths = {}
+        self._client_factory = GceClient
+        self.api_calls = 0
+
+    # ----------------------------------------------------------------- entry points
+    def verify_file(self, path):
+        if not super().verify_file(path):
+            return False
+        base = os.path.basename(path)
+        return base.endswith(("gce.yml", "gce.yaml"))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        opts = self._validated_options()
+
+        query = {
+            "format": _CACHE_FORMAT,
+            "projects": opts["projects"],
+            "filter": opts["filter"],
+            "api_endpoint": opts["api_endpoint"],
+            "metadata_keys": opts["metadata_keys"],
+        }
+        records = None
+        use_cache = self.get_option("cache")
+        cache_key = self.get_cache_key(path)
+        update_cache = False
+        if use_cache:
+            if cache:
+                try:
+                    cached = self._cache[cache_key]
+                except KeyError:
+                    cached = None
+                if isinstance(cached, dict) and cached.get("query") == query:
+                    records = cached.get("records")
+            if records is None:
+                update_cache = True
+        if records is None:
+            records = self._fetch(opts)
+        if update_cache:
+            self._cache[cache_key] = {"query": query, "records": records}
+
+        self._populate(records, opts)
+
+    # ----------------------------------------------------------------- options
+    def _fail(self, msg):
+        raise AnsibleError("%s: %s" % (self.NAME, msg))
+
+    def _validated_options(self):
+        """Check every option before any API call; errors name the option and the fix."""
+        projects = self.get_option("projects") or []
+        if not projects:
+            self._fail("option 'projects' is empty: list at least one Google Cloud project ID in the inventory file "
+                       "(projects: [my-project]) or set GCP_PROJECT")
+        for project in projects:
+            if not isinstance(project, str) or not _PROJECT_RE.match(project):
+                self._fail("option 'projects' has %r, which is not a project ID (6-63 lowercase letters, "
+                           "digits and hyphens, starting with a letter)" % (project,))
+        zones = self.get_option("zones") or []
+        for zone in zones:
+            if not isinstance(zone, str) or not _ZONE_RE.match(zone):
+                self._fail("option 'zones' has %r, which is not a zone name: write zones like "
+                           "asia-northeast3-a (region, dash, letter)" % (zone,))
+        filters = [f.strip() for f in self.get_option("filters") or [] if f and f.strip()]
+        if len(filters) > 1:
+            filter_expr = " AND ".join("(%s)" % f for f in filters)
+        else:
+            filter_expr = filters[0] if filters else None
+        page_size = self.get_option("page_size")
+        if not 1 <= page_size <= 500:
+            self._fail("option 'page_size' is %s: the Compute API accepts 1 to 500" % page_size)
+        hostnames = self.get_option("hostnames") or ["name"]
+        endpoint = self.get_option("api_endpoint")
+        if not re.match(r"^https?://", endpoint or ""):
+            self._fail("option 'api_endpoint' (or GCE_API_ENDPOINT) is %r: it must be an http(s) URL such as "
+                       "https://compute.googleapis.com/compute/v1/" % (endpoint,))
+        if not endpoint.endswith("/"):
+            endpoint += "/"
+
+        auth_kind = self.get_option("auth_kind")
+        sa_file = self.get_option("service_account_file")
+        sa_contents = self.get_option("service_account_contents")
+        token = self.get_option("access_token")
+        if auth_kind == "serviceaccount":
+            if not sa_file and not sa_contents:
+                self._fail("auth_kind is serviceaccount but neither 'service_account_file' nor "
+                           "'service_account_contents' is set: set service_account_file (or GCP_SERVICE_ACCOUNT_FILE) "
+                           "to the path of a service account JSON key")
+            if sa_file and not sa_contents:
+                if not os.path.isfile(sa_file):
+                    self._fail("service_account_file %r does not exist: set 'service_account_file' "
+                               "(or GCP_SERVICE_ACCOUNT_FILE) to the path of a service account JSON key file" % sa_file)
+                if not os.access(sa_file, os.R_OK):
+                    self._fail("service_account_file %r is not readable by this user: fix its permissions "
+                               "(it should be 0600 and owned by you)" % sa_file)
+        elif auth_kind == "accesstoken" and not token:
+            self._fail("auth_kind is accesstoken but 'access_token' (or GCP_ACCESS_TOKEN) is empty: "
+                       "set it, e.g. from `gcloud auth print-access-token`")
+
+        return {
+            "projects": list(projects),
+            "zones": frozenset(zones),
+            "filter": filter_expr,
+            "statuses": frozenset(self.get_option("statuses") or ()),
+            "page_size": page_size,
+            "hostnames": list(hostnames),
+            "address_preference": list(self.get_option("address_preference") or ()),
+            "builtin_groups": frozenset(self.get_option("builtin_groups") or ()),
+            "tag_group_prefix": self.get_option("tag_group_prefix") or "",
+            "metadata_keys": sorted(self.get_option("metadata_keys") or ()),
+            "api_endpoint": endpoint,
+            "auth": {
+                "auth_kind": auth_kind,
+                "service_account_file": sa_file,
+                "service_account_contents": sa_contents,
+                "access_token": token,
+                "scopes": self.get_option("scopes") or list(_DEFAULT_SCOPES),
+                "api_endpoint": endpoint,
+            },
+        }
+
+    # ----------------------------------------------------------------- API
+    def _fetch(self, opts):
+        """Records of every instance of every project: one aggregatedList per project and page."""
+        projects = opts["projects"]
+        if len(projects) == 1:
+            return self._fetch_project(projects[0], opts)
+        with ThreadPoolExecutor(max_workers=min(8, len(projects))) as pool:
+            results = list(pool.map(lambda p: self._fetch_project(p, opts), projects))
+        records = []
+        for part in results:
+            records.extend(part)
+        return records
+
+    def _fetch_project(self, project, opts):
+        params = {"maxResults": opts["page_size"]}
+        if opts["filter"]:
+            params["filter"] = opts["filter"]
+        metadata_keys = opts["metadata_keys"]
+        started = time.monotonic()
+        try:
+            client = self._client_factory(project=project, **opts["auth"])
+            records = [
+                instance_record(project, item, metadata_keys)
+                for _scope, item in client.aggregated_list("instances", params)
+            ]
+        except AnsibleError:
+            raise
+        except Exception as e:  # the client's errors carry the API's status and message
+            hint = ""
+            status = getattr(e, "status", None) or getattr(e, "status_code", None)
+            if status == 400 and opts["filter"]:
+                hint = " Check the 'filters' option: %r." % opts["filter"]
+            elif status in (401, 403):
+                hint = (" Check the credentials (auth_kind=%s) and that they may list instances in project %s "
+                        "(roles/compute.viewer)." % (opts["auth"]["auth_kind"], project))
+            elif status == 404:
+                hint = " Check the project ID in 'projects' and 'api_endpoint'."
+            raise AnsibleError("%s: listing instances of project %s failed: %s.%s"
+                               % (self.NAME, project, to_native(e).rstrip("."), hint)) from e
+        self.display.vvv("%s: %d instances in project %s in %.2fs"
+                         % (self.NAME, len(records), project, time.monotonic() - started))
+        return records
+
+    # ----------------------------------------------------------------- templating
+    def _resolve_simple(self, template, variables):
+        """The value of a bare variable path, or _MISS when Jinja2 must decide (anything else)."""
+        if not isinstance(template, str):
+            return _MISS
+        path = self._paths.get(template, _MISS)
+        if path is _MISS:
+            match = _SIMPLE_PATH.match(template)
+            literal = _STRING_LITERAL.match(template)
+            path = None
+            if match and match.group(1) not in _JINJA_LITERALS:
+                path = [match.group(1)] + [seg for seg in match.group(2).split(".") if seg]
+            elif literal:
+                path = literal.group(1) if literal.group(1) is not None else literal.group(2)
+            self._paths[template] = path
+        if isinstance(path, str):
+            return path
+        if path is None or (self._vars and self.get_option("use_extra_vars")):
+            return _MISS
+        value = variables.get(path[0], _MISS) if isinstance(variables, dict) else _MISS
+        for seg in path[1:]:
+            # attribute syntax on a dict: Jinja2 tries the attribute first (items, keys, ...)
+            if type(value) is not dict or seg not in value or hasattr(dict, seg):
+                return _MISS
+            value = value[seg]
+        if value is _MISS or not _plain(value):
+            return _MISS
+        return value
+
+    def _compose(self, template, variables, disable_lookups=...):
+        value = self._resolve_simple(template, variables)
+        if value is not _MISS:
+            return value
+        return super()._compose(template, variables)
+
+    # ----------------------------------------------------------------- inventory
+    def _safe(self, name):
+        """Sanitized group name, memoized (zones, tags and labels repeat across thousands of hosts)."""
+        safe = self._group_names.get(name)
+        if safe is None:
+            safe = self._sanitize_group_name(name)
+            self._group_names[name] = safe
+        return safe
+
+    def _hostname_getters(self, hostnames):
+        getters = []
+        for pref in hostnames:
+            if pref in _ADDRESS_KEYS:
+                key = _ADDRESS_KEYS[pref]
+                getters.append(lambda rec, key=key: rec[key])
+            elif pref.startswith("labels.") and re.match(r"^labels\.[a-z0-9_-]+$", pref):
+                label = pref[len("labels."):]
+                getters.append(lambda rec, label=label: rec["gce_labels"].get(label))
+            else:
+                getters.append(lambda rec, expr=pref: self._compose(expr, rec))
+        return getters
+
+    def _builtin_group_names(self, rec, kinds, tag_prefix):
+        safe = self._safe
+        names = []
+        if "tags" in kinds:
+            for tag in rec["gce_tags"]:
+                name = tag_prefix + tag
+                if name in _RESERVED_GROUPS:
+                    name = "tag_" + name
+                names.append(safe(name))
+        if "labels" in kinds:
+            for key, value in rec["gce_labels"].items():
+                names.append(safe("label_%s_%s" % (key, value)))
+        if "zone" in kinds and rec["gce_zone"]:
+            names.append(safe("zone_" + rec["gce_zone"]))
+        if "region" in kinds and rec["gce_region"]:
+            names.append(safe("region_" + rec["gce_region"]))
+        if "status" in kinds and rec["gce_status"]:
+            names.append(safe("status_" + rec["gce_status"].lower()))
+        if "machine_type" in kinds and rec["gce_machine_type"]:
+            names.append(safe("machine_type_" + rec["gce_machine_type"]))
+        if "gpu" in kinds:
+            for gpu in rec["gce_gpus"]:
+                if gpu["type"]:
+                    names.append(safe("gpu_" + gpu["type"]))
+        if "project" in kinds:
+            names.append(safe("project_" + rec["gce_project"]))
+        return names
+
+    def _populate(self, records, opts):
+        inventory = self.inventory
+        zones = opts["zones"]
+        statuses = opts["statuses"]
+        kinds = opts["builtin_groups"]
+        tag_prefix = opts["tag_group_prefix"]
+        getters = self._hostname_getters(opts["hostnames"])
+        address_keys = [_ADDRESS_KEYS[p] for p in opts["address_preference"]]
+        strict = self.get_option("strict")
+        compose = self.get_option("compose")
+        groups = self.get_option("groups")
+        keyed_groups = self.get_option("keyed_groups")
+        constructed = bool(compose or groups or keyed_groups)
+        group_objs = {}
+        host_objs = inventory.hosts
+        seen = set()
+
+        for rec in records:
+            if zones and rec["gce_zone"] not in zones:
+                continue
+            if statuses and rec["gce_status"] not in statuses:
+                continue
+            hostname = None
+            for getter in getters:
+                try:
+                    hostname = getter(rec)
+                except Exception as e:
+                    if strict:
+                        self._fail("could not compute a hostname for instance %s: %s" % (rec["gce_name"], to_native(e)))
+                    hostname = None
+                if hostname:
+                    hostname = str(hostname)
+                    break
+            if not hostname:
+                if strict:
+                    self._fail("no entry of 'hostnames' gives a value for instance %s in %s; add 'name' as the last "
+                               "entry" % (rec["gce_name"], rec["gce_zone"]))
+                self.display.warning("%s: skipping instance %s in zone %s: no entry of 'hostnames' gives it a name"
+                                     % (self.NAME, rec["gce_name"], rec["gce_zone"]))
+                continue
+            if hostname in seen:
+                unique = "%s.%s" % (hostname, rec["gce_zone"])
+                if unique in seen:
+                    unique = "%s.%s" % (unique, rec["gce_project"])
+                self.display.warning("%s: two instances are both named %r by 'hostnames'; the one in %s/%s "
+                                     "is named %r" % (self.NAME, hostname, rec["gce_project"], rec["gce_zone"], unique))
+                hostname = unique
+            seen.add(hostname)
+
+            inventory.add_host(hostname)
+            host = host_objs[hostname]
+            # The record holds only JSON types under valid variable names, and none of it is trusted as a
+            # template: one dict update replaces 17 inventory.set_variable calls, whose per-value origin
+            # tagging costs ~3.5x the whole build (0.9 s instead of 0.26 s for 5,000 instances).
+            host.vars.update(rec)
+            for key in address_keys:
+                if rec[key]:
+                    host.vars["ansible_host"] = rec[key]
+                    break
+
+            for gname in self._builtin_group_names(rec, kinds, tag_prefix):
+                group = group_objs.get(gname)
+                if group is None:
+                    gname = inventory.add_group(gname)
+                    group = group_objs[gname] = inventory.groups[gname]
+                group.add_host(host)
+
+            if constructed:
+                hostvars = host.vars
+                self._set_composite_vars(compose, hostvars, hostname, strict=strict)
+                self._add_host_to_composed_groups(groups, hostvars, hostname, strict=strict)
+                self._add_host_to_keyed_groups(keyed_groups, hostvars, hostname, strict=strict)
