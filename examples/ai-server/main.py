@@ -1,0 +1,116 @@
+"""Reference AI server for llmops.gce_vllm: a small FastAPI app in front of vLLM.
+
+Configuration comes from ``.env`` beside this file (templated by the ``ai_server`` role):
+APP_ENV, VLLM_BASE_URL (ends in /v1), VLLM_API_KEY, VLLM_MODEL, VLLM_LORA_ADAPTER_EASYCONTRACT,
+VLLM_LORA_ADAPTER_CHECKLIST, BACKEND_CALLBACK_BASE_URL (no /v1), BACKEND_INTERNAL_TOKEN, HTTP_TIMEOUT_SEC.
+
+Routes
+- ``GET /health``: liveness, always 200 while the process runs; reports whether vLLM's /health answers
+  (``status`` is ``ok`` when it does, ``degraded`` when it does not).
+- ``GET /ready``: readiness, 200 only when vLLM's /health answers 200, else 503.
+- ``POST /v1/chat``: ``{"task": "easycontract"|"checklist"|null, "messages": [...], ...}`` forwarded to
+  vLLM's /v1/chat/completions with the base model or the task's LoRA adapter.
+- ``PUT /files/{name}`` / ``GET /files/{name}``: store and read a file under resources/s3.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import httpx
+from dotenv import load_dotenv
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+APP_DIR = Path(__file__).resolve().parent
+load_dotenv(APP_DIR / ".env")
+
+APP_ENV = os.environ.get("APP_ENV", "development")
+VLLM_BASE_URL = os.environ.get("VLLM_BASE_URL", "http://localhost:8001/v1").rstrip("/")
+VLLM_API_KEY = os.environ.get("VLLM_API_KEY", "")
+VLLM_MODEL = os.environ.get("VLLM_MODEL", "")
+ADAPTERS = {
+    "easycontract": os.environ.get("VLLM_LORA_ADAPTER_EASYCONTRACT", "easycontract"),
+    "checklist": os.environ.get("VLLM_LORA_ADAPTER_CHECKLIST", "checklist"),
+}
+BACKEND_CALLBACK_BASE_URL = os.environ.get("BACKEND_CALLBACK_BASE_URL", "").rstrip("/")
+HTTP_TIMEOUT_SEC = float(os.environ.get("HTTP_TIMEOUT_SEC", "30"))
+STORAGE_DIR = APP_DIR / "resources" / "s3"
+# vLLM's /health is served at the root, not under /v1
+VLLM_ROOT_URL = VLLM_BASE_URL[: -len("/v1")] if VLLM_BASE_URL.endswith("/v1") else VLLM_BASE_URL
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+app = FastAPI(title="AI server", docs_url=None if APP_ENV == "production" else "/docs", redoc_url=None)
+
+
+async def _vllm_health() -> dict:
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            resp = await client.get(f"{VLLM_ROOT_URL}/health")
+        return {"reachable": resp.status_code == 200, "status_code": resp.status_code}
+    except httpx.HTTPError as exc:
+        return {"reachable": False, "error": type(exc).__name__}
+
+
+@app.get("/health")
+async def health() -> dict:
+    vllm = await _vllm_health()
+    return {
+        "status": "ok" if vllm["reachable"] else "degraded",
+        "app_env": APP_ENV,
+        "vllm": vllm,
+        "storage_ready": STORAGE_DIR.is_dir(),
+    }
+
+
+@app.get("/ready")
+async def ready() -> JSONResponse:
+    vllm = await _vllm_health()
+    return JSONResponse({"ready": vllm["reachable"], "vllm": vllm}, status_code=200 if vllm["reachable"] else 503)
+
+
+@app.post("/v1/chat")
+async def chat(request: Request) -> JSONResponse:
+    body = await request.json()
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        raise HTTPException(status_code=422, detail="body must be an object with a 'messages' list")
+    task = body.pop("task", None)
+    if task is not None and task not in ADAPTERS:
+        raise HTTPException(status_code=422, detail=f"unknown task {task!r}; one of {sorted(ADAPTERS)}")
+    body["model"] = ADAPTERS[task] if task else VLLM_MODEL
+    try:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SEC) as client:
+            resp = await client.post(
+                f"{VLLM_BASE_URL}/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {VLLM_API_KEY}"},
+            )
+    except httpx.HTTPError as exc:
+        raise HTTPException(status_code=502, detail=f"vLLM unreachable: {type(exc).__name__}") from exc
+    return JSONResponse(resp.json(), status_code=resp.status_code)
+
+
+def _storage_path(name: str) -> Path:
+    if not SAFE_NAME.match(name) or name in (".", ".."):
+        raise HTTPException(status_code=422, detail="file name must match [A-Za-z0-9._-]{1,128}")
+    return STORAGE_DIR / name
+
+
+@app.put("/files/{name}")
+async def put_file(name: str, request: Request) -> dict:
+    path = _storage_path(name)
+    data = await request.body()
+    tmp = path.with_name(f".{name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return {"name": name, "bytes": len(data)}
+
+
+@app.get("/files/{name}")
+async def get_file(name: str) -> Response:
+    path = _storage_path(name)
+    if not path.is_file():
+        raise HTTPException(status_code=404, detail="not found")
+    return Response(path.read_bytes(), media_type="application/octet-stream")
