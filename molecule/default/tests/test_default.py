@@ -1,0 +1,273 @@
+"""testinfra checks of the converged test host (molecule verify).
+
+Secrets are never passed on a command line here either: scripts that need the key read it on the
+host from vllm.env themselves; checks from the controller read it through the ansible backend.
+"""
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+VLLM_DIR = "/app/vllm-server"
+AI_DIR = "/app/ai-server"
+BASE_MODEL = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
+ADAPTERS = {
+    "easycontract": "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1",
+    "checklist": "imyj1013/exaone-qlora-checklist-adapter",
+}
+RUNBOOK_ENV_KEYS = [
+    "APP_ENV",
+    "VLLM_BASE_URL",
+    "VLLM_API_KEY",
+    "VLLM_MODEL",
+    "VLLM_LORA_ADAPTER_EASYCONTRACT",
+    "VLLM_LORA_ADAPTER_CHECKLIST",
+    "BACKEND_CALLBACK_BASE_URL",
+    "BACKEND_INTERNAL_TOKEN",
+    "HTTP_TIMEOUT_SEC",
+]
+# Scans every process's command line and the whole journal on the host for the two secrets, which it
+# reads itself from the env files; prints only counts and process ids, never the secrets.
+SCAN_SCRIPT = r"""
+import glob, os, subprocess, json
+def val(path, key):
+    for line in open(path):
+        if line.startswith(key + "="):
+            return line.split("=", 1)[1].strip().strip('"')
+secrets = [val("/app/vllm-server/vllm.env", "VLLM_API_KEY"), val("/app/ai-server/.env", "BACKEND_INTERNAL_TOKEN")]
+assert all(s and len(s) >= 8 for s in secrets)
+me = str(os.getpid())
+procs, scanned = [], 0
+for path in glob.glob("/proc/[0-9]*/cmdline"):
+    pid = path.split("/")[2]
+    if pid == me:
+        continue
+    try:
+        data = open(path, "rb").read().decode(errors="replace")
+    except OSError:
+        continue
+    scanned += 1
+    if any(s in data for s in secrets):
+        procs.append(pid)
+journal = subprocess.run(["journalctl", "--no-pager", "-o", "cat"], capture_output=True, text=True).stdout
+print(json.dumps({"scanned": scanned, "procs": procs, "journal_lines": journal.count("\n"),
+                  "journal_hits": sum(journal.count(s) for s in secrets)}))
+"""
+
+
+def _env(host, path):
+    with host.sudo():
+        content = host.file(path).content_string
+    values = {}
+    for line in content.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value.strip('"')
+    return values
+
+
+
+@pytest.fixture(scope="module")
+def address(host):
+    variables = host.ansible.get_variables()
+    return variables.get("ansible_host", variables["inventory_hostname"])
+
+
+@pytest.fixture(scope="module")
+def api_key(host):
+    return _env(host, f"{VLLM_DIR}/vllm.env")["VLLM_API_KEY"]
+
+
+def _get(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+@pytest.mark.parametrize("unit", ["vllm", "ai-server"])
+def test_units_active_and_enabled(host, unit):
+    service = host.service(unit)
+    assert service.is_running
+    assert service.is_enabled
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [("vllm", VLLM_DIR), ("aiserver", AI_DIR)],
+)
+def test_service_users_are_unprivileged_system_users(host, name, home):
+    user = host.user(name)
+    assert user.exists
+    assert 0 < user.uid < 1000
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.home == home
+
+
+@pytest.mark.parametrize(
+    ("path", "owner", "mode"),
+    [
+        (VLLM_DIR, "vllm", 0o750),
+        (f"{VLLM_DIR}/venv", "vllm", None),
+        (f"{VLLM_DIR}/.cache/huggingface", "vllm", 0o750),
+        (AI_DIR, "aiserver", 0o750),
+        (f"{AI_DIR}/resources/s3", "aiserver", 0o750),
+        (f"{AI_DIR}/.venv", "aiserver", None),
+    ],
+)
+def test_directories(host, path, owner, mode):
+    with host.sudo():
+        d = host.file(path)
+        assert d.is_directory
+        assert d.user == owner
+        if mode is not None:
+            assert d.mode == mode
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [(f"{VLLM_DIR}/vllm.env", "root"), (f"{AI_DIR}/.env", "aiserver")],
+)
+def test_env_files_are_private(host, path, owner):
+    with host.sudo():
+        f = host.file(path)
+        assert f.is_file
+        assert f.user == owner
+        assert f.mode == 0o600
+
+
+def test_ai_server_env_has_exactly_the_runbook_keys(host, api_key):
+    env = _env(host, f"{AI_DIR}/.env")
+    assert list(env) == RUNBOOK_ENV_KEYS
+    assert env["APP_ENV"] == "production"
+    assert env["VLLM_BASE_URL"] == "http://localhost:8001/v1"
+    assert env["VLLM_API_KEY"] == api_key
+    assert env["VLLM_MODEL"] == BASE_MODEL
+    assert env["VLLM_LORA_ADAPTER_EASYCONTRACT"] == "easycontract"
+    assert env["VLLM_LORA_ADAPTER_CHECKLIST"] == "checklist"
+    assert not env["BACKEND_CALLBACK_BASE_URL"].rstrip("/").endswith("/v1")
+    assert env["HTTP_TIMEOUT_SEC"] == "30"
+
+
+def test_vllm_env_holds_scalars_only(host):
+    env = _env(host, f"{VLLM_DIR}/vllm.env")
+    assert "VLLM_API_KEY" in env
+    for key, value in env.items():
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
+        assert "{" not in value and " " not in value
+
+
+def test_unit_files(host):
+    unit = host.file("/etc/systemd/system/vllm.service")
+    assert unit.user == "root" and unit.mode == 0o644
+    text = unit.content_string
+    assert "--api-key" not in text
+    assert "User=vllm" in text
+    for needle in ("Restart=always", "RestartSec=10", "TimeoutStartSec=600", "LimitNOFILE=65536",
+                   "LimitNPROC=65536", "LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu",
+                   "HF_HOME=/app/vllm-server/.cache/huggingface", "NoNewPrivileges=yes"):
+        assert needle in text
+    ai = host.file("/etc/systemd/system/ai-server.service").content_string
+    assert re.search(r"^After=.*vllm\.service", ai, re.M)
+    assert re.search(r"^Wants=.*vllm\.service", ai, re.M)
+    assert "uvicorn main:app --host 0.0.0.0 --port 8000" in ai
+    assert "User=aiserver" in ai and "RestartSec=5" in ai
+
+
+def test_vllm_process_arguments(host):
+    """Each LoRA adapter reached vLLM as one JSON argument, exactly as configured; no key argument."""
+    pid = host.check_output("systemctl show -p MainPID --value vllm")
+    assert pid.isdigit() and int(pid) > 0
+    with host.sudo():
+        raw = host.check_output(f"cat /proc/{pid}/cmdline | base64 -w0")
+    import base64
+
+    argv = base64.b64decode(raw).decode().split("\0")[:-1]
+    assert "--api-key" not in argv
+    assert argv[argv.index("serve") + 1] == BASE_MODEL
+    i = argv.index("--lora-modules") + 1
+    modules = []
+    while i < len(argv) and not argv[i].startswith("--"):
+        modules.append(json.loads(argv[i]))
+        i += 1
+    assert modules == [{"name": n, "path": p} for n, p in ADAPTERS.items()]
+    assert argv[argv.index("--max-lora-rank") + 1] == "16"
+    assert argv[argv.index("--dtype") + 1] == "bfloat16"
+    assert argv[argv.index("--max-model-len") + 1] == "8192"
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.85"
+    proc_user = host.check_output(f"ps -o user= -p {pid}") if host.exists("ps") else None
+    if proc_user is not None:
+        assert proc_user.strip() == "vllm"
+
+
+def test_secrets_absent_from_process_arguments_and_journal(host):
+    with host.sudo():
+        out = host.check_output("python3 -c %s", SCAN_SCRIPT)
+    result = json.loads(out)
+    assert result["scanned"] > 10
+    assert result["journal_lines"] > 10
+    assert result["procs"] == [], f"secret found in the command line of pids {result['procs']}"
+    assert result["journal_hits"] == 0
+
+
+def test_models_listed_with_key_and_401_without(address, api_key):
+    status, _ = _get(f"http://{address}:8001/v1/models")
+    assert status == 401
+    status, _ = _get(f"http://{address}:8001/v1/models", {"Authorization": "Bearer wrong-key-123"})
+    assert status == 401
+    status, body = _get(f"http://{address}:8001/v1/models", {"Authorization": f"Bearer {api_key}"})
+    assert status == 200
+    ids = [m["id"] for m in body["data"]]
+    assert ids[0] == BASE_MODEL
+    assert sorted(ids[1:]) == sorted(ADAPTERS)
+    by_id = {m["id"]: m for m in body["data"]}
+    for name, path in ADAPTERS.items():
+        assert by_id[name]["root"] == path
+        assert by_id[name]["parent"] == BASE_MODEL
+
+
+def test_vllm_health(address):
+    status, _ = _get(f"http://{address}:8001/health")
+    assert status == 200
+
+
+def test_ai_server_health_reports_vllm(address):
+    status, body = _get(f"http://{address}:8000/health")
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["vllm"]["reachable"] is True
+    assert body["storage_ready"] is True
+
+
+def test_ai_server_saves_files_under_resources_s3(host, address):
+    data = b"molecule verify\n"
+    req = urllib.request.Request(f"http://{address}:8000/files/verify.txt", data=data, method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    with host.sudo():
+        f = host.file(f"{AI_DIR}/resources/s3/verify.txt")
+        assert f.content == data
+        assert f.user == "aiserver"
+
+
+def test_ai_server_chat_uses_the_adapter(address):
+    body = json.dumps({"task": "checklist", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    req = urllib.request.Request(f"http://{address}:8000/v1/chat", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    assert answer["model"] == "checklist"
+
+
+@pytest.mark.parametrize("unit", ["vllm", "ai-server"])
+def test_units_are_sandboxed(host, unit):
+    out = host.check_output(f"systemd-analyze security --no-pager {unit}.service")
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", out)
+    assert match, out[-500:]
+    score, band = float(match.group(1)), match.group(2)
+    assert band in ("SAFE", "OK"), f"{unit}: {score} {band}"
