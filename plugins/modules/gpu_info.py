@@ -1,0 +1,243 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmops.gce_vllm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: gpu_info
+short_description: Read the NVIDIA GPUs, driver and CUDA version of a host with nvidia-smi
+version_added: "1.0.0"
+description:
+  - Runs C(nvidia-smi --query-gpu=name,memory.total,driver_version,count,compute_cap,uuid,pci.bus_id
+    --format=csv,noheader,nounits) and returns one entry per GPU.
+  - The CUDA version (the highest the driver supports) is not a query field of nvidia-smi; it is read from
+    the banner that plain C(nvidia-smi) prints (the C(CUDA Version) field, for example C(13.0)).
+  - Values nvidia-smi reports as C([N/A]) are returned as null. Drivers too old for C(compute_cap) are
+    queried again without it.
+  - Read-only; runs in check mode too. Fails clearly when nvidia-smi is missing or cannot talk to the driver.
+author:
+  - llmops.gce_vllm contributors
+options:
+  nvidia_smi:
+    description:
+      - Path of the nvidia-smi program. By default it is searched in E(PATH), then in C(/usr/bin),
+        C(/usr/local/nvidia/bin) and C(/usr/local/bin).
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs nvidia-smi in check mode as well.
+  diff_mode:
+    support: none
+seealso:
+  - name: nvidia-smi documentation
+    description: The NVIDIA System Management Interface.
+    link: https://docs.nvidia.com/deploy/nvidia-smi/index.html
+'''
+
+EXAMPLES = r'''
+- name: Read the GPUs
+  llmops.gce_vllm.gpu_info:
+  register: gpu
+
+- name: Require one NVIDIA L4 with driver 580 or newer
+  ansible.builtin.assert:
+    that:
+      - gpu.gpus | selectattr('name', 'equalto', 'NVIDIA L4') | list | length >= 1
+      - gpu.driver_major >= 580
+    fail_msg: "Found {{ gpu.gpus | map(attribute='name') | list }} with driver {{ gpu.driver_version }}"
+'''
+
+RETURN = r'''
+gpus:
+  description: One entry per GPU, in nvidia-smi's index order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    index:
+      description: Zero-based GPU index.
+      type: int
+    name:
+      description: Product name, for example C(NVIDIA L4).
+      type: str
+    memory_total_mib:
+      description: Total memory in MiB (null if not reported).
+      type: int
+    driver_version:
+      description: Driver version.
+      type: str
+    compute_cap:
+      description: CUDA compute capability, for example C(8.9) (null if not reported).
+      type: str
+    uuid:
+      description: GPU UUID.
+      type: str
+    pci_bus_id:
+      description: PCI bus id.
+      type: str
+  sample:
+    - {index: 0, name: NVIDIA L4, memory_total_mib: 23034, driver_version: 580.95.05, compute_cap: "8.9",
+       uuid: GPU-6b1f2e3a-9c4d-5e7f-8a0b-1c2d3e4f5a60, pci_bus_id: "00000000:00:03.0"}
+count:
+  description: Number of GPUs.
+  returned: always
+  type: int
+  sample: 1
+names:
+  description: The GPU names, in index order.
+  returned: always
+  type: list
+  elements: str
+  sample: [NVIDIA L4]
+driver_version:
+  description: Driver version of the first GPU (null without GPUs).
+  returned: always
+  type: str
+  sample: 580.95.05
+driver_major:
+  description: Major number of the driver version (null without GPUs).
+  returned: always
+  type: int
+  sample: 580
+cuda_version:
+  description: Highest CUDA version the driver supports, from the nvidia-smi banner (null if not shown).
+  returned: always
+  type: str
+  sample: "13.0"
+cuda_major:
+  description: Major number of O(cuda_version).
+  returned: always
+  type: int
+  sample: 13
+nvidia_smi:
+  description: The nvidia-smi program that was run.
+  returned: always
+  type: str
+  sample: /usr/bin/nvidia-smi
+'''
+
+import csv
+import io
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+QUERY_FIELDS = ('name', 'memory.total', 'driver_version', 'count', 'compute_cap', 'uuid', 'pci.bus_id')
+SEARCH_DIRS = ['/usr/bin', '/usr/local/nvidia/bin', '/usr/local/bin']
+CUDA_RE = re.compile(r'CUDA Version\s*:\s*([0-9][0-9.]*|N/A)')
+
+
+def _value(raw):
+    raw = raw.strip()
+    if raw in ('[N/A]', 'N/A', '[Not Supported]', '[Unknown Error]', ''):
+        return None
+    return raw
+
+
+def _int(raw):
+    value = _value(raw)
+    if value is None:
+        return None
+    match = re.match(r'^(\d+)', value)
+    return int(match.group(1)) if match else None
+
+
+def parse_query(text, fields=QUERY_FIELDS):
+    """Parse `--format=csv,noheader,nounits` output of the given fields into the gpus list."""
+    gpus = []
+    rows = [row for row in csv.reader(io.StringIO(text), skipinitialspace=True) if any(c.strip() for c in row)]
+    for index, row in enumerate(rows):
+        if len(row) != len(fields):
+            raise ValueError('expected %d comma-separated values (%s), got %d in line %r' % (
+                len(fields), ', '.join(fields), len(row), ', '.join(row)))
+        values = dict(zip(fields, row))
+        gpus.append(dict(
+            index=index,
+            name=_value(values.get('name', '')),
+            memory_total_mib=_int(values.get('memory.total', '')),
+            driver_version=_value(values.get('driver_version', '')),
+            compute_cap=_value(values.get('compute_cap', '')),
+            uuid=_value(values.get('uuid', '')),
+            pci_bus_id=_value(values.get('pci.bus_id', '')),
+        ))
+    return gpus
+
+
+def parse_cuda_version(text):
+    """The CUDA version from the banner ('CUDA Version: 13.0') or from -q ('CUDA Version   : 13.0')."""
+    match = CUDA_RE.search(text or '')
+    if not match or match.group(1) == 'N/A':
+        return None
+    return match.group(1)
+
+
+def _major(version):
+    if not version:
+        return None
+    match = re.match(r'^(\d+)', version)
+    return int(match.group(1)) if match else None
+
+
+def summarize(gpus, cuda_version):
+    driver = gpus[0]['driver_version'] if gpus else None
+    return dict(gpus=gpus, count=len(gpus), names=[g['name'] for g in gpus], driver_version=driver,
+                driver_major=_major(driver), cuda_version=cuda_version, cuda_major=_major(cuda_version))
+
+
+def _output_line(out, err):
+    text = (out or '').strip() or (err or '').strip()
+    return ' '.join(text.splitlines()[:3]) if text else '(no output)'
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(nvidia_smi=dict(type='path')), supports_check_mode=True)
+    smi = module.params['nvidia_smi']
+    if smi:
+        found = smi if os.path.isabs(smi) else module.get_bin_path(smi)
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            module.fail_json(msg='nvidia_smi=%s does not exist or is not executable; point nvidia_smi at the '
+                                 'nvidia-smi program of the NVIDIA driver.' % smi)
+    else:
+        smi = module.get_bin_path('nvidia-smi', opt_dirs=SEARCH_DIRS)
+        if not smi:
+            module.fail_json(msg='nvidia-smi was not found in PATH or %s: this host has no NVIDIA driver '
+                                 '(use an image with the driver, e.g. ubuntu-accelerator-2204-amd64-with-nvidia-580) '
+                                 'or set nvidia_smi to its path.' % ', '.join(SEARCH_DIRS))
+
+    fields = list(QUERY_FIELDS)
+    cmd = [smi, '--query-gpu=' + ','.join(fields), '--format=csv,noheader,nounits']
+    rc, out, err = module.run_command(cmd)
+    if rc != 0 and 'compute_cap' in (out + err) and 'not a valid field' in (out + err):
+        fields.remove('compute_cap')
+        cmd = [smi, '--query-gpu=' + ','.join(fields), '--format=csv,noheader,nounits']
+        rc, out, err = module.run_command(cmd)
+    if rc == 6 or 'No devices were found' in out:
+        gpus = []
+    elif rc != 0:
+        module.fail_json(msg='%s failed (exit status %d): %s' % (' '.join(cmd), rc, _output_line(out, err)),
+                         rc=rc, stdout=out, stderr=err, nvidia_smi=smi)
+    else:
+        try:
+            gpus = parse_query(out, fields)
+        except ValueError as exc:
+            module.fail_json(msg='Cannot parse the output of %s: %s' % (' '.join(cmd), exc), stdout=out,
+                             nvidia_smi=smi)
+
+    cuda_version = None
+    if gpus:
+        rc, banner, err = module.run_command([smi])
+        if rc != 0:
+            module.fail_json(msg='%s failed (exit status %d): %s' % (smi, rc, _output_line(banner, err)),
+                             rc=rc, stdout=banner, stderr=err, nvidia_smi=smi)
+        cuda_version = parse_cuda_version(banner)
+    result = summarize(gpus, cuda_version)
+    module.exit_json(changed=False, nvidia_smi=smi, **result)
+
+
+if __name__ == '__main__':
+    main()
