@@ -1,0 +1,583 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmops.gce_vllm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Compute Engine v1 REST client shared by every plugin of llmops.gce_vllm.
+
+Used by the modules (on the controller, through AnsibleModule: see client_from_module) and by the inventory
+plugin (controller side: construct GceClient directly). Python 3.9+.
+
+- Credentials: google-auth, with the auth_kind names of google.cloud (application, serviceaccount,
+  accesstoken, machineaccount). They are checked when the client is built, before any API call.
+- Transport: requests (one Session), retries with exponential backoff and jitter on 429/500/502/503/504
+  and on connection errors (Retry-After respected), never on other 4xx.
+- Every URL goes to api_endpoint (default https://compute.googleapis.com/compute/v1/, env GCE_API_ENDPOINT):
+  full selfLinks are accepted and mapped onto the endpoint, so credentials never travel anywhere else.
+- Pagination (list, aggregated_list) and operations (wait) as the Compute API defines them; operation
+  errors are raised verbatim (GceOperationError.errors is the operation's error.errors list).
+
+google-auth and requests are imported lazily: importing this file never fails, building a client without
+them raises GceError naming the missing package.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import re
+import time
+
+try:
+    from ansible.module_utils.basic import env_fallback
+except ImportError:  # pragma: no cover - ansible is always there in practice
+    env_fallback = None
+
+DEFAULT_API_ENDPOINT = "https://compute.googleapis.com/compute/v1/"
+DEFAULT_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+AUTH_KINDS = ("application", "serviceaccount", "accesstoken", "machineaccount")
+RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+MAX_BACKOFF = 32.0
+MAX_RETRY_AFTER = 60.0
+
+
+def _fb(*names):
+    return (env_fallback, list(names)) if env_fallback else None
+
+
+def _with_fallback(spec, *names):
+    fb = _fb(*names)
+    if fb:
+        spec["fallback"] = fb
+    return spec
+
+
+# The connection options of every GCE module (documented by the llmops.gce_vllm.gce doc fragment).
+GCE_AUTH_ARGSPEC = dict(
+    project=_with_fallback(dict(type="str", required=False), "GCP_PROJECT"),
+    auth_kind=_with_fallback(dict(type="str", choices=list(AUTH_KINDS), default="application"), "GCP_AUTH_KIND"),
+    service_account_file=_with_fallback(dict(type="path"), "GCP_SERVICE_ACCOUNT_FILE"),
+    service_account_contents=_with_fallback(dict(type="jsonarg", no_log=True), "GCP_SERVICE_ACCOUNT_CONTENTS"),
+    service_account_email=_with_fallback(dict(type="str"), "GCP_SERVICE_ACCOUNT_EMAIL"),
+    access_token=_with_fallback(dict(type="str", no_log=True), "GCP_ACCESS_TOKEN"),
+    scopes=_with_fallback(dict(type="list", elements="str", default=list(DEFAULT_SCOPES)), "GCP_SCOPES"),
+    api_endpoint=_with_fallback(dict(type="str"), "GCE_API_ENDPOINT"),
+    timeout=dict(type="float", default=30.0),
+    retries=dict(type="int", default=5),
+)
+
+# Keys of GCE_AUTH_ARGSPEC that GceClient takes as keyword arguments (project is positional/keyword too).
+_CLIENT_KEYS = ("auth_kind", "service_account_file", "service_account_contents", "service_account_email",
+                "access_token", "scopes", "api_endpoint", "timeout", "retries")
+
+
+# --------------------------------------------------------------------------------------------- errors
+class GceError(Exception):
+    """Any failure of the client; str(e) is a complete, human-readable message."""
+
+
+class GceAuthError(GceError):
+    """Credentials missing or unusable (checked before any API call)."""
+
+
+class GceApiError(GceError):
+    """The API answered with an error status (after retries, for the retryable ones)."""
+
+    def __init__(self, status, message, reason=None, body=None, method=None, url=None):
+        self.status = status
+        self.status_code = status
+        self.message = message
+        self.reason = reason
+        self.body = body
+        self.method = method
+        self.url = url
+        text = "HTTP %s" % status
+        if reason:
+            text += " %s" % reason
+        text += ": %s" % message
+        if method and url:
+            text += " (%s %s)" % (method, url)
+        super(GceApiError, self).__init__(text)
+
+
+class GceOperationError(GceError):
+    """An operation finished (DONE) with an error; `errors` is its error.errors list, verbatim."""
+
+    def __init__(self, operation, errors):
+        self.operation = operation
+        self.errors = errors
+        parts = []
+        for err in errors or []:
+            parts.append("%s: %s" % (err.get("code", "?"), err.get("message", "")))
+        text = "operation %s (%s %s) failed: %s" % (
+            operation.get("name"), operation.get("operationType"), _basename(operation.get("targetLink")),
+            "; ".join(parts) or json.dumps(errors))
+        super(GceOperationError, self).__init__(text)
+
+
+class GceTimeoutError(GceError):
+    """An operation did not reach DONE in time."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _basename(link):
+    if not link:
+        return link
+    return str(link).rstrip("/").rsplit("/", 1)[-1]
+
+
+basename = _basename
+
+_ZONE_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_PROJECT_RE = re.compile(r"^([a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
+
+
+def check_zone(zone, name="zone"):
+    """None when `zone` looks like a Compute zone (asia-northeast3-a), else the error message."""
+    if not isinstance(zone, str) or not _ZONE_RE.match(zone):
+        return ("%s: %r is not a zone name; write REGION-LETTER such as asia-northeast3-a "
+                "(gcloud compute zones list)" % (name, zone))
+    return None
+
+
+def zone_region(zone):
+    return zone.rsplit("-", 1)[0]
+
+
+def check_name(value, name="name"):
+    """None when `value` is a valid resource name (RFC 1035: lowercase, digits, hyphens, <= 63)."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        return ("%s: %r is not a valid resource name; use 1-63 lowercase letters, digits and hyphens, starting "
+                "with a letter and not ending with a hyphen (RFC 1035)" % (name, value))
+    return None
+
+
+def check_project(value, name="project"):
+    if not isinstance(value, str) or not _PROJECT_RE.match(value):
+        return ("%s: %r is not a project ID; a project ID has 6-30 lowercase letters, digits and hyphens "
+                "and starts with a letter (gcloud projects list)" % (name, value))
+    return None
+
+
+def check_ports(ports, name="ports"):
+    """None when every entry is "PORT" or "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535, else the message."""
+    if ports is None:
+        return None
+    if not isinstance(ports, (list, tuple)):
+        return "%s: expected a list of ports such as [\"8000\", \"8001\"] or [\"8000-8001\"], got %r" % (name, ports)
+    for port in ports:
+        text = str(port).strip() if isinstance(port, (str, int)) and not isinstance(port, bool) else None
+        m = _PORT_RE.match(text) if text is not None else None
+        if m:
+            low = int(m.group(1))
+            high = int(m.group(2)) if m.group(2) else low
+            if 1 <= low <= high <= 65535:
+                continue
+        return ("%s: %r is not a port or a port range; write \"8000\" or \"8000-8001\" "
+                "(1-65535, low before high)" % (name, port))
+    return None
+
+
+def check_cidrs(ranges, name="source_ranges"):
+    """None when every entry is an IPv4/IPv6 CIDR range (host bits clear), else the message."""
+    if not isinstance(ranges, (list, tuple)):
+        return "%s: expected a list of CIDR ranges such as [\"203.0.113.0/24\"], got %r" % (name, ranges)
+    for value in ranges:
+        try:
+            if "/" not in str(value):
+                raise ValueError("no prefix length")
+            ipaddress.ip_network(str(value), strict=True)
+        except ValueError as e:
+            return ("%s: %r is not a CIDR range (%s); write an address with a prefix length such as "
+                    "203.0.113.0/24 or 10.128.0.0/9" % (name, value, e))
+    return None
+
+
+def open_to_world(ranges):
+    """True when a range of `ranges` is the whole IPv4 or IPv6 internet."""
+    return any(str(r).strip() in ("0.0.0.0/0", "::/0") for r in ranges or ())
+
+
+def check_labels(labels, name="labels"):
+    if not isinstance(labels, dict):
+        return "%s: expected a mapping of label keys to values, got %r" % (name, labels)
+    for key, value in labels.items():
+        if not _LABEL_KEY_RE.match(str(key)):
+            return ("%s: key %r is not a label key; use 1-63 lowercase letters, digits, '_' and '-', starting "
+                    "with a letter" % (name, key))
+        if not _LABEL_VALUE_RE.match(str(value)):
+            return ("%s: value %r of key %r is not a label value; use up to 63 lowercase letters, digits, "
+                    "'_' and '-'" % (name, value, key))
+    return None
+
+
+# --------------------------------------------------------------------------------------------- client
+def _import_requests():
+    try:
+        import requests  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise GceError("the Python package 'requests' is required by llmops.gce_vllm's Compute client; "
+                       "install it on the controller: pip install requests google-auth")
+    return requests
+
+
+def _import_google_auth():
+    try:
+        import google.auth  # noqa: F401 pylint: disable=import-outside-toplevel
+        import google.auth.exceptions  # noqa: F401 pylint: disable=import-outside-toplevel
+        import google.auth.transport.requests  # noqa: F401 pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise GceError("the Python package 'google-auth' is required by llmops.gce_vllm's Compute client for "
+                       "auth_kind application/serviceaccount/machineaccount; install it on the controller: "
+                       "pip install google-auth requests (or use auth_kind=accesstoken)")
+    import google  # pylint: disable=import-outside-toplevel
+    return google
+
+
+def load_service_account_info(service_account_file=None, service_account_contents=None):
+    """The parsed service-account key, checked: the file exists, is JSON, is a service-account key."""
+    if service_account_contents not in (None, ""):
+        source = "service_account_contents"
+        if isinstance(service_account_contents, dict):
+            info = service_account_contents
+        else:
+            try:
+                info = json.loads(service_account_contents)
+            except ValueError as e:
+                raise GceAuthError("service_account_contents is not valid JSON (%s); pass the whole key file "
+                                   "created by 'gcloud iam service-accounts keys create'" % e)
+    elif service_account_file:
+        source = "credentials file %s" % service_account_file
+        path = os.path.expanduser(service_account_file)
+        if not os.path.exists(path):
+            raise GceAuthError("credentials file %s does not exist; set service_account_file (or "
+                               "GCP_SERVICE_ACCOUNT_FILE) to the path of a service-account key JSON file"
+                               % service_account_file)
+        try:
+            with open(path, "rb") as f:
+                info = json.loads(f.read().decode("utf-8"))
+        except (OSError, IOError) as e:
+            raise GceAuthError("credentials file %s cannot be read: %s" % (service_account_file, e))
+        except ValueError as e:
+            raise GceAuthError("credentials file %s is not valid JSON (%s); it must be a service-account key "
+                               "file created by 'gcloud iam service-accounts keys create'"
+                               % (service_account_file, e))
+    else:
+        raise GceAuthError("auth_kind=serviceaccount needs service_account_file (or GCP_SERVICE_ACCOUNT_FILE) "
+                           "or service_account_contents")
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        raise GceAuthError("%s is not a service-account key: its \"type\" must be \"service_account\"" % source)
+    missing = [k for k in ("client_email", "private_key", "token_uri") if not info.get(k)]
+    if missing:
+        raise GceAuthError("%s is not a complete service-account key: missing %s" % (source, ", ".join(missing)))
+    return info
+
+
+class GceClient(object):
+    """A small Compute Engine v1 REST client.
+
+    GceClient(project, auth_kind="application", service_account_file=None, service_account_contents=None,
+              service_account_email=None, access_token=None, scopes=None, api_endpoint=None, timeout=30,
+              retries=5, backoff=0.5, session=None, sleep=time.sleep)
+    """
+
+    def __init__(self, project=None, auth_kind="application", service_account_file=None,
+                 service_account_contents=None, service_account_email=None, access_token=None, scopes=None,
+                 api_endpoint=None, timeout=30, retries=5, backoff=0.5, session=None, sleep=None,
+                 user_agent="llmops.gce_vllm"):
+        self.project = project
+        self.auth_kind = auth_kind or "application"
+        self.scopes = list(scopes or DEFAULT_SCOPES)
+        self.api_endpoint = (api_endpoint or os.environ.get("GCE_API_ENDPOINT") or DEFAULT_API_ENDPOINT)
+        if not re.match(r"^https?://", self.api_endpoint):
+            raise GceError("api_endpoint: %r is not an http(s) URL such as %s" % (self.api_endpoint,
+                                                                                  DEFAULT_API_ENDPOINT))
+        if not self.api_endpoint.endswith("/"):
+            self.api_endpoint += "/"
+        self.timeout = float(timeout if timeout is not None else 30)
+        self.retries = max(0, int(retries if retries is not None else 5))
+        self.backoff = float(backoff)
+        self._sleep = sleep or time.sleep
+        self.user_agent = user_agent
+        self._requests = _import_requests()
+        self._session = session
+        self._credentials = None
+        self._static_token = None
+        self.calls = 0  # requests sent (retries included), for diagnostics and tests
+        self._build_credentials(service_account_file, service_account_contents, service_account_email,
+                                access_token)
+
+    # ----------------------------------------------------------------- credentials
+    def _build_credentials(self, sa_file, sa_contents, sa_email, access_token):
+        kind = self.auth_kind
+        if kind not in AUTH_KINDS:
+            raise GceAuthError("auth_kind: %r is not one of %s" % (kind, ", ".join(AUTH_KINDS)))
+        if kind == "accesstoken":
+            if not access_token:
+                raise GceAuthError("auth_kind=accesstoken needs access_token (or GCP_ACCESS_TOKEN), e.g. the "
+                                   "output of 'gcloud auth print-access-token'")
+            self._static_token = access_token
+            return
+        if kind == "serviceaccount":
+            info = load_service_account_info(sa_file, sa_contents)
+            _import_google_auth()
+            from google.oauth2 import service_account  # pylint: disable=import-outside-toplevel
+            try:
+                self._credentials = service_account.Credentials.from_service_account_info(info, scopes=self.scopes)
+            except (ValueError, KeyError) as e:
+                raise GceAuthError("the service-account key is not usable: %s" % e)
+            return
+        google = _import_google_auth()
+        if kind == "machineaccount":
+            from google.auth import compute_engine  # pylint: disable=import-outside-toplevel
+            self._credentials = compute_engine.Credentials(service_account_email=sa_email or "default")
+            return
+        # application default credentials
+        try:
+            creds, default_project = google.auth.default(scopes=self.scopes)
+        except google.auth.exceptions.DefaultCredentialsError as e:
+            raise GceAuthError("auth_kind=application found no application default credentials (%s); run "
+                               "'gcloud auth application-default login', or set GOOGLE_APPLICATION_CREDENTIALS, "
+                               "or choose another auth_kind" % e)
+        self._credentials = creds
+        if not self.project and default_project:
+            self.project = default_project
+
+    def _token(self):
+        if self._static_token:
+            return self._static_token
+        creds = self._credentials
+        if not creds.valid:
+            google = _import_google_auth()
+            try:
+                creds.refresh(google.auth.transport.requests.Request(session=self._get_session()))
+            except Exception as e:  # google.auth.exceptions.RefreshError, TransportError, ...
+                raise GceAuthError("could not obtain an access token (auth_kind=%s): %s" % (self.auth_kind, e))
+        return creds.token
+
+    def _get_session(self):
+        if self._session is None:
+            self._session = self._requests.Session()
+        return self._session
+
+    # ----------------------------------------------------------------- URLs
+    def url(self, path):
+        """The absolute URL of `path` (relative to api_endpoint, or a full selfLink mapped onto it)."""
+        path = str(path)
+        if re.match(r"^https?://", path):
+            if path.startswith(self.api_endpoint):
+                return path
+            idx = path.find("/projects/")
+            if idx < 0:
+                raise GceError("cannot map %r onto api_endpoint %s: not a Compute resource link"
+                               % (path, self.api_endpoint))
+            path = path[idx + 1:]
+        return self.api_endpoint + path.lstrip("/")
+
+    def project_path(self, *parts):
+        if not self.project:
+            raise GceError("project is required: set project (or GCP_PROJECT)")
+        return "/".join(("projects", self.project) + tuple(str(p) for p in parts))
+
+    # ----------------------------------------------------------------- transport
+    def _retry_delay(self, attempt, response=None):
+        if response is not None:
+            value = response.headers.get("Retry-After")
+            if value:
+                try:
+                    return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+                except ValueError:
+                    pass
+        delay = min(self.backoff * (2 ** attempt), MAX_BACKOFF)
+        return delay * (0.5 + random.random() / 2)
+
+    def request(self, method, path, params=None, body=None):
+        """Send one API request (with retries); returns the decoded JSON body ({} when empty)."""
+        requests = self._requests
+        method = method.upper()
+        url = self.url(path)
+        data = json.dumps(body) if body is not None else None
+        attempt = 0
+        while True:
+            headers = {
+                "Authorization": "Bearer %s" % self._token(),
+                "Accept": "application/json",
+                "User-Agent": self.user_agent,
+            }
+            if data is not None:
+                headers["Content-Type"] = "application/json"
+            self.calls += 1
+            try:
+                resp = self._get_session().request(method, url, params=params, data=data, headers=headers,
+                                                   timeout=self.timeout)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+                if attempt < self.retries:
+                    self._sleep(self._retry_delay(attempt))
+                    attempt += 1
+                    continue
+                raise GceError("%s %s: no answer after %d attempts: %s" % (method, url, attempt + 1, e))
+            if resp.status_code in RETRY_STATUSES and attempt < self.retries:
+                self._sleep(self._retry_delay(attempt, resp))
+                attempt += 1
+                continue
+            if resp.status_code >= 400:
+                raise self._api_error(method, url, resp)
+            if not resp.content:
+                return {}
+            try:
+                return resp.json()
+            except ValueError:
+                raise GceError("%s %s: the answer (HTTP %s) is not JSON: %r"
+                               % (method, url, resp.status_code, resp.text[:200]))
+
+    @staticmethod
+    def _api_error(method, url, resp):
+        status = resp.status_code
+        message = resp.reason or "error"
+        reason = None
+        body = None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = resp.text[:2000]
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            message = err.get("message") or message
+            errors = err.get("errors") or []
+            if errors and isinstance(errors[0], dict):
+                reason = errors[0].get("reason")
+            reason = reason or err.get("status")
+        elif isinstance(body, str) and body.strip():
+            message = body.strip()[:300]
+        # never echo query strings (page tokens are harmless, but keep messages short)
+        return GceApiError(status, message, reason, body, method, url.split("?", 1)[0])
+
+    # ----------------------------------------------------------------- reading
+    def get(self, path, params=None):
+        """The resource at `path`, or None when the API answers 404."""
+        try:
+            return self.request("GET", path, params=params)
+        except GceApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(self, path, params=None):
+        """Every item of a list method, following nextPageToken."""
+        params = dict(params or {})
+        while True:
+            page = self.request("GET", path, params=params)
+            for item in page.get("items") or ():
+                yield item
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            params["pageToken"] = token
+
+    def aggregated_list(self, resource, params=None):
+        """(scope, item) for every item of projects/{project}/aggregated/{resource}, one call per page."""
+        params = dict(params or {})
+        params.setdefault("maxResults", 500)
+        path = self.project_path("aggregated", resource)
+        while True:
+            page = self.request("GET", path, params=params)
+            items = page.get("items") or {}
+            for scope, scoped in items.items():
+                for item in (scoped or {}).get(resource) or ():
+                    yield scope, item
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            params["pageToken"] = token
+
+    # ----------------------------------------------------------------- operations
+    @staticmethod
+    def operation_path(operation):
+        """The relative path of an operation resource, from its selfLink or its zone/region and name."""
+        link = operation.get("selfLink")
+        if link and "/projects/" in link:
+            return link[link.find("/projects/") + 1:]
+        name = operation["name"]
+        project = None
+        target = operation.get("targetLink") or ""
+        m = re.search(r"projects/([^/]+)/", target)
+        if m:
+            project = m.group(1)
+        if not project:
+            raise GceError("operation %s has neither selfLink nor targetLink" % name)
+        if operation.get("zone"):
+            return "projects/%s/zones/%s/operations/%s" % (project, _basename(operation["zone"]), name)
+        if operation.get("region"):
+            return "projects/%s/regions/%s/operations/%s" % (project, _basename(operation["region"]), name)
+        return "projects/%s/global/operations/%s" % (project, name)
+
+    def wait(self, operation, timeout=600, poll_interval=1.0):
+        """Wait for an operation to be DONE; returns it, or raises GceOperationError / GceTimeoutError.
+
+        Uses the API's operations.wait (which returns at DONE or after a while); where wait is not
+        available (404/405/501) falls back to polling with GET.
+        """
+        deadline = time.monotonic() + float(timeout)
+        path = self.operation_path(operation)
+        use_wait = True
+        op = operation
+        while op.get("status") != "DONE":
+            if time.monotonic() >= deadline:
+                raise GceTimeoutError("operation %s (%s %s) is still %s after %ss" % (
+                    op.get("name"), op.get("operationType"), _basename(op.get("targetLink")), op.get("status"),
+                    timeout))
+            if use_wait:
+                try:
+                    op = self.request("POST", path + "/wait")
+                    continue
+                except GceApiError as e:
+                    if e.status not in (404, 405, 501):
+                        raise
+                    use_wait = False
+            self._sleep(poll_interval)
+            op = self.request("GET", path)
+        errors = (op.get("error") or {}).get("errors")
+        if errors:
+            raise GceOperationError(op, errors)
+        return op
+
+    def mutate(self, method, path, body=None, params=None, wait=True, timeout=600):
+        """A write request (insert/patch/delete/start/...) with a requestId (so a retried request is not
+        applied twice), then wait for its operation. Returns the final operation."""
+        import uuid  # pylint: disable=import-outside-toplevel
+        params = dict(params or {})
+        params.setdefault("requestId", str(uuid.uuid4()))
+        op = self.request(method, path, params=params, body=body)
+        if wait and op.get("kind") == "compute#operation":
+            op = self.wait(op, timeout=timeout)
+        return op
+
+
+def client_kwargs(params):
+    """GceClient keyword arguments from a module's (or plugin's) option values."""
+    kwargs = dict((k, params.get(k)) for k in _CLIENT_KEYS if params.get(k) is not None)
+    kwargs["project"] = params.get("project")
+    return kwargs
+
+
+def client_from_module(module, require_project=True, **extra):
+    """A GceClient from an AnsibleModule's GCE_AUTH_ARGSPEC options; fails the module on a bad setup."""
+    params = module.params
+    if require_project:
+        if not params.get("project"):
+            module.fail_json(msg="project is required: set project (or the GCP_PROJECT environment variable) "
+                                 "to the ID of the Google Cloud project")
+        err = check_project(params["project"])
+        if err:
+            module.fail_json(msg=err)
+    kwargs = client_kwargs(params)
+    kwargs.update(extra)
+    try:
+        return GceClient(**kwargs)
+    except GceError as e:
+        module.fail_json(msg=str(e))
