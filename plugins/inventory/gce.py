@@ -376,6 +376,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not 1 <= page_size <= 500:
             self._fail("option 'page_size' is %s: the Compute API accepts 1 to 500" % page_size)
         hostnames = self.get_option("hostnames") or ["name"]
+        for entry in hostnames:
+            if (re.match(r"^[A-Za-z0-9_-]+$", entry) and entry not in _ADDRESS_KEYS
+                    and not entry.startswith("gce_")):
+                self._fail("option 'hostnames' has %r, which is none of name, public_ip, private_ip, labels.KEY; "
+                           "anything else is a Jinja2 expression over the gce_* variables, e.g. "
+                           "\"gce_name ~ '.' ~ gce_zone\"" % entry)
         endpoint = self.get_option("api_endpoint")
         if not re.match(r"^https?://", endpoint or ""):
             self._fail("option 'api_endpoint' (or GCE_API_ENDPOINT) is %r: it must be an http(s) URL such as "
@@ -569,6 +575,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         group_objs = {}
         host_objs = inventory.hosts
         seen = set()
+        unnamed = []
 
         for rec in records:
             if zones and rec["gce_zone"] not in zones:
@@ -590,8 +597,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 if strict:
                     self._fail("no entry of 'hostnames' gives a value for instance %s in %s; add 'name' as the last "
                                "entry" % (rec["gce_name"], rec["gce_zone"]))
-                self.display.warning("%s: skipping instance %s in zone %s: no entry of 'hostnames' gives it a name"
-                                     % (self.NAME, rec["gce_name"], rec["gce_zone"]))
+                unnamed.append("%s/%s" % (rec["gce_zone"], rec["gce_name"]))
                 continue
             if hostname in seen:
                 unique = "%s.%s" % (hostname, rec["gce_zone"])
@@ -625,3 +631,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._set_composite_vars(compose, hostvars, hostname, strict=strict)
                 self._add_host_to_composed_groups(groups, hostvars, hostname, strict=strict)
                 self._add_host_to_keyed_groups(keyed_groups, hostvars, hostname, strict=strict)
+        if unnamed:
+            self.display.warning("%s: skipped %d instance(s) that no entry of 'hostnames' (%s) gives a name: %s%s"
+                                 % (self.NAME, len(unnamed), ", ".join(opts["hostnames"]), ", ".join(unnamed[:5]),
+                                    ", ..." if len(unnamed) > 5 else ""))
