@@ -274,7 +274,7 @@ def serve(args):
                 return "crash"
             limit = deadline
             if crash_after is not None:
-                limit = min(limit, started + crash_after)
+                limit = started + crash_after if limit is None else min(limit, started + crash_after)
             if limit is not None and now >= limit:
                 return "time"
             if stop.wait(None if limit is None else max(0.0, limit - now)):

@@ -1,0 +1,207 @@
+"""The vLLM stand-in (tests/standin/vllm_standin): its wheel, its CLI validation and its HTTP API."""
+import base64
+import csv
+import hashlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+
+from module_helpers import STANDIN_DIR, Standin, get, post_json, run_vllm
+
+sys.path.insert(0, STANDIN_DIR)
+import build_wheel  # noqa: E402  pylint: disable=wrong-import-position
+from vllm_standin import cli  # noqa: E402  pylint: disable=wrong-import-position
+
+MODEL = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
+LORA_EASY = '{"name": "easycontract", "path": "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1", "base_model_name": "%s"}' % MODEL
+LORA_CHECK = '{"name": "checklist", "path": "imyj1013/exaone-qlora-checklist-adapter"}'
+KEY = "k3y-Fr0m-Vault-0123456789"
+SERVE_ARGS = [MODEL, "--gpu-memory-utilization", "0.85", "--max-model-len", "8192", "--dtype", "bfloat16",
+              "--trust-remote-code", "--enable-lora", "--lora-modules", LORA_EASY, LORA_CHECK, "--max-lora-rank", "16"]
+
+
+# --- the wheel ------------------------------------------------------------------------------------------
+def test_wheel_is_valid_reproducible_and_installs_a_vllm_console_script(tmp_path):
+    first = build_wheel.build(str(tmp_path / "a"))
+    second = build_wheel.build(str(tmp_path / "b"))
+    assert os.path.basename(first) == "vllm_standin-0.33.0-py3-none-any.whl"
+    with open(first, "rb") as one, open(second, "rb") as two:
+        assert one.read() == two.read(), "the wheel must be byte-for-byte reproducible"
+    with zipfile.ZipFile(first) as wheel:
+        names = wheel.namelist()
+        record = wheel.read("vllm_standin-0.33.0.dist-info/RECORD").decode()
+        rows = list(csv.reader(io.StringIO(record)))
+        assert sorted(row[0] for row in rows) == sorted(names)
+        for name, digest, size in rows:
+            if name.endswith("RECORD"):
+                assert digest == "" and size == ""
+                continue
+            data = wheel.read(name)
+            expected = "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert digest == expected and int(size) == len(data), name
+        assert "vllm = vllm_standin.cli:main" in wheel.read("vllm_standin-0.33.0.dist-info/entry_points.txt").decode()
+        metadata = wheel.read("vllm_standin-0.33.0.dist-info/METADATA").decode()
+        assert "Name: vllm_standin" in metadata and "Version: 0.33.0" in metadata and "tests only" in metadata
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                          "--disable-pip-version-check", "--target", str(target), first],
+                         capture_output=True, text=True, check=False)
+    assert pip.returncode == 0, pip.stderr
+    script = target / "bin" / "vllm"
+    assert script.exists()
+    env = dict(os.environ, PYTHONPATH=str(target))
+    version = subprocess.run([str(script), "--version"], env=env, capture_output=True, text=True, check=False)
+    assert version.returncode == 0 and version.stdout.strip() == "0.33.0"
+
+
+# --- command line ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, rc, message", [
+    (["--max-lora-rank", "24"], 2, "argument --max-lora-rank: invalid choice: 24 (choose from 1, 8, 16, 32, 64, 128, 256, 320, 512)"),
+    (["--enable-lora", "--lora-modules", '{"name": "a", "path": "/p", "rank": 8}'], 2,
+     "Invalid fields for --lora-modules: {\"name\": \"a\", \"path\": \"/p\", \"rank\": 8} - LoRAModulePath.__init__() got an unexpected keyword argument 'rank'"),
+    (["--enable-lora", "--lora-modules", '{"name": "a", "path": "/p"'], 2, "Invalid JSON format for --lora-modules"),
+    (["--enable-lora", "--lora-modules", '{"name": "a"}'], 2, "missing 1 required positional argument: 'path'"),
+    (["--enable-lora", "--lora-modules"], 2, "argument --lora-modules: expected at least one argument"),
+    (["--dtype", "fp8"], 2, "argument --dtype: invalid choice: 'fp8'"),
+    (["--max-model-len", "lots"], 2, "argument --max-model-len"),
+    (["--port", "http"], 2, "argument --port: invalid int value: 'http'"),
+    (["--bogus-flag"], 2, "unrecognized arguments: --bogus-flag"),
+    (["--gpu-memory-utilization", "1.5"], 1, "gpu_memory_utilization"),
+    (["--gpu-memory-utilization", "0"], 1, "gpu_memory_utilization"),
+    (["--max-model-len", "65536"], 1, "User-specified max_model_len (65536) is greater than the derived max_model_len"),
+    (["--lora-modules", "easy=/p"], 1, "LoRA is not enabled. Use --enable-lora"),
+    (["--enable-lora", "--lora-modules", "a=/p", "a=/q"], 1, "'a' has already been loaded"),
+])
+def test_bad_arguments_fail_like_vllm(args, rc, message):
+    proc = run_vllm(["serve", MODEL] + args)
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    if rc == 2:
+        assert "usage: vllm" in proc.stderr
+
+
+@pytest.mark.parametrize("text, value", [("8192", 8192), ("4096", 4096), ("8k", 8000), ("8K", 8192),
+                                         ("25.6k", 25600), ("1m", 1000000), ("1M", 1048576)])
+def test_max_model_len_accepts_vllm_human_readable_forms(text, value):
+    assert cli.human_readable_int(text) == value
+
+
+def test_lora_modules_accepts_json_and_name_path_forms():
+    args = cli.build_parser().parse_args(["serve", MODEL, "--enable-lora", "--lora-modules", LORA_EASY, "checklist=/a/b"])
+    assert [(m.name, m.path, m.base_model_name) for m in args.lora_modules] == [
+        ("easycontract", "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1", MODEL), ("checklist", "/a/b", None)]
+
+
+def test_version_and_unknown_subcommand():
+    proc = run_vllm(["--version"])
+    assert proc.returncode == 0 and proc.stdout.strip() == "0.33.0"
+    assert run_vllm(["bench"]).returncode == 2
+
+
+# --- the server -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served():
+    server = Standin(SERVE_ARGS + ["--api-key", KEY]).wait_healthy()
+    yield server
+    assert server.stop() == 0
+
+
+def test_api_key_guards_v1_but_not_health(served):
+    assert get(served.base + "/health")[0] == 200
+    assert get(served.base + "/version") == (200, b'{"version": "0.33.0"}')
+    status, body = get(served.base + "/v1/models")
+    assert status == 401 and b"Unauthorized" in body
+    assert get(served.base + "/v1/models", {"Authorization": "Bearer wrong"})[0] == 401
+    assert get(served.base + "/v1/models", {"Authorization": KEY})[0] == 401
+    assert get(served.base + "/v1/models", {"Authorization": "Bearer " + KEY})[0] == 200
+
+
+def test_models_list_has_base_then_adapters(served):
+    status, body = get(served.base + "/v1/models", {"Authorization": "Bearer " + KEY})
+    import json
+    payload = json.loads(body)
+    assert status == 200 and payload["object"] == "list"
+    cards = payload["data"]
+    assert [c["id"] for c in cards] == [MODEL, "easycontract", "checklist"]
+    assert cards[0]["root"] == MODEL and cards[0]["parent"] is None and cards[0]["max_model_len"] == 8192
+    assert cards[1]["root"] == "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1" and cards[1]["parent"] == MODEL
+    assert cards[2]["root"] == "imyj1013/exaone-qlora-checklist-adapter" and cards[2]["parent"] == MODEL
+    assert all(c["object"] == "model" and c["owned_by"] == "vllm" for c in cards)
+
+
+def test_completions_accept_served_ids_only(served):
+    auth = {"Authorization": "Bearer " + KEY}
+    status, body = post_json(served.base + "/v1/chat/completions",
+                             {"model": "checklist", "messages": [{"role": "user", "content": "hello there"}]}, auth)
+    assert status == 200 and body["object"] == "chat.completion" and body["model"] == "checklist"
+    assert body["choices"][0]["message"]["role"] == "assistant" and "hello there" in body["choices"][0]["message"]["content"]
+    status, body = post_json(served.base + "/v1/completions", {"model": MODEL, "prompt": "abc"}, auth)
+    assert status == 200 and body["object"] == "text_completion"
+    status, body = post_json(served.base + "/v1/chat/completions",
+                             {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, auth)
+    assert status == 404 and body["error"]["type"] == "NotFoundError" and "`nope` does not exist" in body["error"]["message"]
+    assert post_json(served.base + "/v1/chat/completions", {"model": MODEL}, {})[0] == 401
+
+
+def test_metrics_are_prometheus_text(served):
+    status, body = get(served.base + "/metrics")
+    text = body.decode()
+    assert status == 200
+    assert "# TYPE vllm:num_requests_running gauge" in text
+    assert 'vllm:num_requests_running{engine="0",model_name="%s"} 0.0' % MODEL in text
+
+
+def test_key_from_environment_and_never_printed():
+    server = Standin([MODEL], env={"VLLM_API_KEY": KEY}).wait_healthy()
+    try:
+        assert get(server.base + "/v1/models")[0] == 401
+        assert get(server.base + "/v1/models", {"Authorization": "Bearer " + KEY})[0] == 200
+    finally:
+        assert server.stop() == 0
+    out = server.output()
+    assert "Starting vLLM API server 0 on http://127.0.0.1:%d" % server.port in out
+    assert KEY not in out
+
+
+def test_binds_at_once_but_listens_only_when_ready():
+    server = Standin([MODEL], env={"VLLM_STANDIN_STARTUP_DELAY": "1.5"})
+    try:
+        time.sleep(0.4)  # let the interpreter start and bind; then the port is taken but refuses connections
+        assert get(server.base + "/health", timeout=0.5)[0] is None
+        with socket.socket() as other:
+            with pytest.raises(OSError):
+                other.bind(("127.0.0.1", server.port))
+        started = time.monotonic()
+        server.wait_healthy(timeout=5)
+        assert time.monotonic() - started > 0.5
+    finally:
+        assert server.stop() == 0
+
+
+def test_port_in_use_fails_at_start():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = Standin([MODEL], port=port)
+        assert server.proc.wait(5) == 1
+        assert "Failed to bind" in server.output()
+
+
+@pytest.mark.parametrize("delay", ["0", "5"])
+def test_crash_mode_exits_1_with_cuda_oom(delay):
+    server = Standin([MODEL], env={"VLLM_STANDIN_CRASH": "0.5", "VLLM_STANDIN_STARTUP_DELAY": delay})
+    assert server.proc.wait(5) == 1
+    assert "CUDA out of memory" in server.output()
+
+
+def test_sigterm_during_startup_exits_cleanly():
+    server = Standin([MODEL], env={"VLLM_STANDIN_STARTUP_DELAY": "30"})
+    time.sleep(0.3)
+    assert server.stop() == 0
