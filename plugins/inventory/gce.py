@@ -134,10 +134,13 @@ options:
     description:
       - How to authenticate, with the names google.cloud uses. C(application) uses Application Default
         Credentials, C(serviceaccount) a service account key (O(service_account_file) or
-        O(service_account_contents)), C(accesstoken) an OAuth2 access token (O(access_token)).
+        O(service_account_contents)), C(accesstoken) an OAuth2 access token (O(access_token)),
+        C(machineaccount) the service account of the GCE VM the controller runs on
+        (O(service_account_email)).
+      - Credentials are checked before any API call (a missing key file is an error naming the option).
     type: str
     default: application
-    choices: [application, serviceaccount, accesstoken]
+    choices: [application, serviceaccount, accesstoken, machineaccount]
     env:
       - name: GCP_AUTH_KIND
   service_account_file:
@@ -152,6 +155,11 @@ options:
     type: str
     env:
       - name: GCP_SERVICE_ACCOUNT_CONTENTS
+  service_account_email:
+    description: The service account to use with O(auth_kind=machineaccount) (default C(default)).
+    type: str
+    env:
+      - name: GCP_SERVICE_ACCOUNT_EMAIL
   access_token:
     description: An OAuth2 access token (O(auth_kind=accesstoken)).
     type: str
@@ -164,6 +172,14 @@ options:
     default: [https://www.googleapis.com/auth/compute.readonly]
     env:
       - name: GCP_SCOPES
+  timeout:
+    description: Seconds to wait for each API answer.
+    type: float
+    default: 30
+  retries:
+    description: Retries of a request answered 429 or 5xx or not answered (exponential backoff, Retry-After).
+    type: int
+    default: 5
 notes:
   - Cache the inventory with O(cache=true) and a cache plugin such as C(ansible.builtin.jsonfile);
     a cached run makes no API call. The cache holds the compact per-instance variables, not the raw API
@@ -214,13 +230,18 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.template import is_trusted_as_template
 
-from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import GceClient
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
+    GceApiError,
+    GceAuthError,
+    GceClient,
+    GceError,
+    check_project,
+    check_zone,
+)
 
 _DEFAULT_SCOPES = ["https://www.googleapis.com/auth/compute.readonly"]
 _ADDRESS_KEYS = {"public_ip": "gce_public_ip", "private_ip": "gce_private_ip", "name": "gce_name"}
 _RESERVED_GROUPS = frozenset(("all", "ungrouped"))
-_ZONE_RE = re.compile(r"^[a-z]+(?:-[a-z]+)*\d+-[a-z]$")
-_PROJECT_RE = re.compile(r"^(?:[a-z][a-z0-9.:-]{4,61}[a-z0-9])$")
 _CACHE_FORMAT = 1
 # A Jinja2 expression that is nothing but a variable path (gce_zone, gce_labels.team) is resolved by
 # dict lookups instead of compiling it for every host, which costs ~0.5 ms per host in ansible-core 2.21.
@@ -359,14 +380,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._fail("option 'projects' is empty: list at least one Google Cloud project ID in the inventory file "
                        "(projects: [my-project]) or set GCP_PROJECT")
         for project in projects:
-            if not isinstance(project, str) or not _PROJECT_RE.match(project):
-                self._fail("option 'projects' has %r, which is not a project ID (6-63 lowercase letters, "
-                           "digits and hyphens, starting with a letter)" % (project,))
+            err = check_project(project, "option 'projects'")
+            if err:
+                self._fail(err)
         zones = self.get_option("zones") or []
         for zone in zones:
-            if not isinstance(zone, str) or not _ZONE_RE.match(zone):
-                self._fail("option 'zones' has %r, which is not a zone name: write zones like "
-                           "asia-northeast3-a (region, dash, letter)" % (zone,))
+            err = check_zone(zone, "option 'zones'")
+            if err:
+                self._fail(err)
         filters = [f.strip() for f in self.get_option("filters") or [] if f and f.strip()]
         if len(filters) > 1:
             filter_expr = " AND ".join("(%s)" % f for f in filters)
@@ -389,26 +410,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not endpoint.endswith("/"):
             endpoint += "/"
 
-        auth_kind = self.get_option("auth_kind")
-        sa_file = self.get_option("service_account_file")
-        sa_contents = self.get_option("service_account_contents")
-        token = self.get_option("access_token")
-        if auth_kind == "serviceaccount":
-            if not sa_file and not sa_contents:
-                self._fail("auth_kind is serviceaccount but neither 'service_account_file' nor "
-                           "'service_account_contents' is set: set service_account_file (or GCP_SERVICE_ACCOUNT_FILE) "
-                           "to the path of a service account JSON key")
-            if sa_file and not sa_contents:
-                if not os.path.isfile(sa_file):
-                    self._fail("service_account_file %r does not exist: set 'service_account_file' "
-                               "(or GCP_SERVICE_ACCOUNT_FILE) to the path of a service account JSON key file" % sa_file)
-                if not os.access(sa_file, os.R_OK):
-                    self._fail("service_account_file %r is not readable by this user: fix its permissions "
-                               "(it should be 0600 and owned by you)" % sa_file)
-        elif auth_kind == "accesstoken" and not token:
-            self._fail("auth_kind is accesstoken but 'access_token' (or GCP_ACCESS_TOKEN) is empty: "
-                       "set it, e.g. from `gcloud auth print-access-token`")
-
         return {
             "projects": list(projects),
             "zones": frozenset(zones),
@@ -422,45 +423,57 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             "metadata_keys": sorted(self.get_option("metadata_keys") or ()),
             "api_endpoint": endpoint,
             "auth": {
-                "auth_kind": auth_kind,
-                "service_account_file": sa_file,
-                "service_account_contents": sa_contents,
-                "access_token": token,
+                "auth_kind": self.get_option("auth_kind"),
+                "service_account_file": self.get_option("service_account_file"),
+                "service_account_contents": self.get_option("service_account_contents"),
+                "service_account_email": self.get_option("service_account_email"),
+                "access_token": self.get_option("access_token"),
                 "scopes": self.get_option("scopes") or list(_DEFAULT_SCOPES),
                 "api_endpoint": endpoint,
+                "timeout": self.get_option("timeout"),
+                "retries": self.get_option("retries"),
             },
         }
+
+    def _clients(self, opts):
+        """One client per project, built before any API call: credentials problems surface here."""
+        clients = {}
+        for project in opts["projects"]:
+            try:
+                clients[project] = self._client_factory(project=project, **opts["auth"])
+            except GceError as e:
+                hint = "" if isinstance(e, GceAuthError) else " (check the plugin's options)"
+                self._fail("%s%s" % (to_native(e), hint))
+        return clients
 
     # ----------------------------------------------------------------- API
     def _fetch(self, opts):
         """Records of every instance of every project: one aggregatedList per project and page."""
+        clients = self._clients(opts)
         projects = opts["projects"]
         if len(projects) == 1:
-            return self._fetch_project(projects[0], opts)
+            return self._fetch_project(clients[projects[0]], projects[0], opts)
         with ThreadPoolExecutor(max_workers=min(8, len(projects))) as pool:
-            results = list(pool.map(lambda p: self._fetch_project(p, opts), projects))
+            results = list(pool.map(lambda p: self._fetch_project(clients[p], p, opts), projects))
         records = []
         for part in results:
             records.extend(part)
         return records
 
-    def _fetch_project(self, project, opts):
+    def _fetch_project(self, client, project, opts):
         params = {"maxResults": opts["page_size"]}
         if opts["filter"]:
             params["filter"] = opts["filter"]
         metadata_keys = opts["metadata_keys"]
         started = time.monotonic()
         try:
-            client = self._client_factory(project=project, **opts["auth"])
             records = [
                 instance_record(project, item, metadata_keys)
                 for _scope, item in client.aggregated_list("instances", params)
             ]
-        except AnsibleError:
-            raise
-        except Exception as e:  # the client's errors carry the API's status and message
+        except GceError as e:  # str(e) carries the API's status and message
             hint = ""
-            status = getattr(e, "status", None) or getattr(e, "status_code", None)
+            status = e.status if isinstance(e, GceApiError) else None
             if status == 400 and opts["filter"]:
                 hint = " Check the 'filters' option: %r." % opts["filter"]
             elif status in (401, 403):
