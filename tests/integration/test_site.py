@@ -1,0 +1,225 @@
+"""site.yml end to end (what `make demo` runs), and provision.yml's input checks.
+
+test_demo_end_to_end runs scripts/demo itself (a real systemd test host, the local Compute API, the vLLM
+stand-in) with secrets chosen here, and checks from the outside what the demo claims:
+  - the first site.yml run succeeds and its checklist report passed every check;
+  - the second site.yml run reports changed=0 for every host;
+  - the second teardown.yml run reports changed=0, and the local Compute API is empty afterwards;
+  - none of the secrets appears in the report files or in any log of the run;
+  - nothing is left behind (no harness state, no API process).
+It takes a few minutes (skipped unless run as root with the harness present; LLMOPS_SKIP_DEMO=1 skips it).
+
+test_provision_refuses_bad_input runs provision.yml with one bad input at a time against a recording
+HTTP server standing in for the Compute API, and asserts that it fails with a message naming the variable
+and that the server never received a request (validated before any API call).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PATH"] = "%s:%s" % (VENV_BIN, env.get("PATH", ""))
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env.update(extra)
+    return env
+
+
+def _recap(text):
+    """{host: (ok, changed, unreachable, failed)} of the last PLAY RECAP in text."""
+    tail = text.rsplit("PLAY RECAP", 1)
+    assert len(tail) == 2, "no PLAY RECAP in the output"
+    return {h: tuple(int(x) for x in rest) for h, *rest in RECAP_RE.findall(tail[1])}
+
+
+# --------------------------------------------------------------------------------------------------
+# provision.yml: bad input fails before any API call
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    requests: list = []
+
+    def _any(self):
+        type(self).requests.append((self.command, self.path))
+        self.send_response(500)
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@pytest.fixture(scope="module")
+def recorder():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    (d / "notjson.json").write_text("project = demo\n")
+    (d / "user.json").write_text(json.dumps({"type": "authorized_user", "client_id": "x"}))
+    (d / "id.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoDemoDemoDemoDemoDemoDemoDemoDemoDemoDem test\n")
+    return d
+
+
+GOOD_INPUT = {
+    "gce_vllm_project": "llmops-test",
+    "gce_vllm_ai_source_ranges": ["10.231.0.0/16"],
+    "gce_vllm_auth_kind": "accesstoken",
+    "gce_vllm_access_token": "not-a-real-token",
+}
+
+# (id, overrides, text the message must contain)
+BAD_INPUTS = [
+    ("migrate-with-gpu", {"gce_vllm_on_host_maintenance": "MIGRATE"}, "gce_vllm_on_host_maintenance MIGRATE is refused"),
+    ("l4-on-n1", {"gce_vllm_machine_type": "n1-standard-8"}, "gce_vllm_machine_type 'n1-standard-8' cannot carry"),
+    ("no-source-ranges", {"gce_vllm_ai_source_ranges": []}, "gce_vllm_ai_source_ranges (unset)"),
+    ("source-range-not-cidr", {"gce_vllm_ai_source_ranges": ["10.0.0.300/8"]}, "gce_vllm_ai_source_ranges"),
+    ("zone-is-a-region", {"gce_vllm_zone": "asia-northeast3"}, "gce_vllm_zone 'asia-northeast3' is not a zone"),
+    ("ports-as-string", {"gce_vllm_ai_ports": "8000,8001"}, "gce_vllm_ai_ports"),
+    ("port-out-of-range", {"gce_vllm_ai_ports": [8000, 80010]}, "gce_vllm_ai_ports"),
+    ("duplicate-ports", {"gce_vllm_ai_ports": [8000, 8000]}, "gce_vllm_ai_ports"),
+    ("credentials-missing", {"gce_vllm_auth_kind": "serviceaccount", "gce_vllm_service_account_file": "/nonexistent/sa.json"},
+     "gce_vllm_service_account_file /nonexistent/sa.json does not exist"),
+    ("credentials-not-json", {"gce_vllm_auth_kind": "serviceaccount", "gce_vllm_service_account_file": "{d}/notjson.json"},
+     "it is not JSON"),
+    ("credentials-not-service-account", {"gce_vllm_auth_kind": "serviceaccount", "gce_vllm_service_account_file": "{d}/user.json"},
+     "needs \"service_account\""),
+    ("dlvm-image-on-g2", {"gce_vllm_image_project": "deeplearning-platform-release"}, "Deep Learning VM images are not compatible"),
+    ("no-project", {"gce_vllm_project": ""}, "gce_vllm_project (unset)"),
+    ("bad-instance-name", {"gce_vllm_instance_name": "AI_Server"}, "gce_vllm_instance_name 'AI_Server'"),
+    ("disk-too-small", {"gce_vllm_disk_size_gb": 5}, "gce_vllm_disk_size_gb"),
+    ("unknown-auth-kind", {"gce_vllm_auth_kind": "password"}, "gce_vllm_auth_kind 'password' is unknown"),
+    ("private-key-as-ssh-key", {"gce_vllm_ssh_user": "ansible", "gce_vllm_ssh_public_key_file": "{d}/notjson.json"},
+     "is not an OpenSSH public key"),
+]
+
+
+def _run_provision(extra_vars, endpoint, tmp_path):
+    varfile = tmp_path / "vars.json"
+    varfile.write_text(json.dumps(extra_vars))
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "playbooks/provision.yml", "-e", "@%s" % varfile],
+        cwd=ROOT, env=_env(GCE_API_ENDPOINT=endpoint), capture_output=True, text=True, timeout=300, check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case,overrides,expected", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_provision_refuses_bad_input(case, overrides, expected, recorder, files, tmp_path):
+    endpoint = "http://127.0.0.1:%d/compute/v1/" % recorder.server_address[1]
+    extra = dict(GOOD_INPUT)
+    extra.update({k: (v.format(d=files) if isinstance(v, str) else v) for k, v in overrides.items()})
+    before = len(_Recorder.requests)
+    rc, out = _run_provision(extra, endpoint, tmp_path)
+    flat = " ".join(out.split())
+    assert rc != 0, "%s: provision.yml accepted the bad input:\n%s" % (case, out[-3000:])
+    assert " ".join(expected.split()) in flat, "%s: message does not say %r:\n%s" % (case, expected, out[-3000:])
+    assert len(_Recorder.requests) == before, "%s: the Compute API was called: %s" % (case, _Recorder.requests[before:])
+
+
+def test_provision_good_input_reaches_the_api(recorder, tmp_path):
+    """Positive control: with good input the validation passes and the first API call is made
+    (the recording server answers 500, so the play then fails, but only after calling it)."""
+    endpoint = "http://127.0.0.1:%d/compute/v1/" % recorder.server_address[1]
+    before = len(_Recorder.requests)
+    rc, out = _run_provision(dict(GOOD_INPUT), endpoint, tmp_path)
+    assert rc != 0
+    assert len(_Recorder.requests) > before, "validation did not let good input through:\n%s" % out[-3000:]
+
+
+# --------------------------------------------------------------------------------------------------
+# make demo, end to end
+
+def _demo_skip_reason():
+    if os.environ.get("LLMOPS_SKIP_DEMO") == "1":
+        return "LLMOPS_SKIP_DEMO=1"
+    if os.geteuid() != 0:
+        return "the test-host harness needs root"
+    for p in ("tests/harness/testhosts.py", "tests/compute_api", "scripts/demo"):
+        if not (ROOT / p).exists():
+            return "%s is missing" % p
+    if not shutil.which("systemd-nspawn"):
+        return "systemd-nspawn missing (make hostdeps)"
+    return None
+
+
+@pytest.mark.skipif(_demo_skip_reason() is not None, reason=str(_demo_skip_reason()))
+def test_demo_end_to_end(tmp_path):
+    results = tmp_path / "results"
+    secret_env = {
+        "LLMOPS_DEMO_VLLM_API_KEY": "vk-" + secrets.token_urlsafe(24),
+        "LLMOPS_DEMO_BACKEND_TOKEN": "bt-" + secrets.token_urlsafe(24),
+        "LLMOPS_DEMO_ACCESS_TOKEN": "at-" + secrets.token_urlsafe(24),
+    }
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "demo")], cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False,
+        env=_env(LLMOPS_DEMO_RESULTS=str(results), **secret_env),
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, "scripts/demo failed (exit %d):\n%s" % (proc.returncode, out[-6000:])
+
+    logs = sorted(results.glob("demo-*"))
+    assert len(logs) == 1, "expected one demo log dir under %s" % results
+    logdir = logs[0]
+
+    first = _recap((logdir / "site-1.log").read_text())
+    assert first and all(f == 0 and u == 0 for _, _, u, f in first.values()), first
+    assert any(c > 0 for _, c, _, _ in first.values()), "the first run changed nothing: it did not provision"
+    second = _recap((logdir / "site-2.log").read_text())
+    assert second and all(c == 0 for _, c, _, _ in second.values()), "second site.yml run: %s" % second
+    teardown2 = _recap((logdir / "teardown-2.log").read_text())
+    assert teardown2 and all(c == 0 for _, c, _, _ in teardown2.values()), "second teardown run: %s" % teardown2
+    assert "instances: none, firewall rules: none" in out
+
+    report = json.loads((logdir / "report.json").read_text())
+    assert report["passed"] is True
+    assert len(report["hosts"]) == 1
+    ids = [c["id"] for c in report["hosts"][0]["checks"]]
+    assert ids == ["1", "2", "3", "4", "5a", "5b", "5c"], ids
+    assert all(c["passed"] for c in report["hosts"][0]["checks"]), report
+    assert report["hosts"][0]["external_ip"].startswith("10.231."), report["hosts"][0]
+    md = (logdir / "report.md").read_text()
+    assert "PASSED" in md and "NVIDIA L4" in md
+
+    # no secret anywhere in what the run produced or printed
+    produced = [out] + [p.read_text(errors="replace") for p in results.rglob("*") if p.is_file()]
+    for name, value in secret_env.items():
+        assert not any(value in text for text in produced), "%s leaked into the demo's output or results" % name
+
+    # nothing left behind
+    assert "make demo: PASSED" in out
+    for line in out.splitlines():
+        m = re.search(r"Compute API at \S+ \(pid (\d+),", line)
+        if m:
+            assert not Path("/proc/%s" % m.group(1)).exists() or \
+                b"compute_api" not in Path("/proc/%s/cmdline" % m.group(1)).read_bytes(), "the Compute API still runs"
+    work = re.search(r"^work dir (\S+)$", out, re.M)
+    assert work, "scripts/demo did not print its work dir"
+    assert not Path(work.group(1)).exists(), "the demo's work dir (harness state) was left behind"
