@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""make bench: the collection side by side with the runbook's manual procedure, on real test hosts.
+
+Stages (all by default; --only to pick):
+  runbook    the runbook's sections 3-4 (tests/bench/runbook_manual.sh) on a fresh host: 1st/2nd run wall
+             time, endpoint downtime during the 2nd run (probes every 50 ms from the controller), restarts
+  configure  playbooks/configure.yml on a fresh host: 1st/2nd run wall time, tasks changed, restarts
+             (systemd NRestarts/MainPID/ExecMainStartTimestamp), downtime during the 2nd run; the 2nd run
+             again without pipelining/ControlPersist (what ansible.cfg's settings buy)
+             (runbook and configure share each repeat: two fresh hosts, ratios from the same repeat)
+  fleet      configure on 1, 2, 4 hosts at once
+  health     stand-in becomes healthy at a known instant; time until http_health / vllm_models return
+  inventory  llmops.gce_vllm.gce vs google.cloud.gcp_compute over the local Compute API, 100/1000/5000
+             instances in 20 zones, cold and cached
+Raw figures: docs/benchmarks/results.json (+ logs under results/bench/); the report: tests/bench/report.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402  pylint: disable=wrong-import-position
+
+REPO = bl.REPO
+BENCH = REPO / "tests" / "bench"
+VENV_BIN = Path(sys.executable).parent
+RESULTS_JSON = REPO / "docs" / "benchmarks" / "results.json"
+MODEL = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
+LORAS = [("easycontract", "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1"),
+         ("checklist", "imyj1013/exaone-qlora-checklist-adapter")]
+STANDIN_DELAY = "2"  # the stand-in's start-up delay (s) on test hosts, the same for the runbook and the roles
+
+
+class Ctx:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = Path(args.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
+        self.logs = REPO / "results" / "bench" / time.strftime("%Y%m%dT%H%M%S")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.api_key = secrets.token_urlsafe(30)
+        self.token = secrets.token_urlsafe(30)
+        self.wheel = self._build_wheel()
+        self.extra_vars = self.workdir / "bench-vars.yml"
+        fd = os.open(self.extra_vars, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({
+                "vllm_server_api_key": self.api_key,
+                "ai_server_backend_internal_token": self.token,
+                "ai_server_backend_callback_base_url": "http://127.0.0.1:9/api",
+                "vllm_server_pip_spec": "/opt/standin/" + self.wheel.name,
+                "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": STANDIN_DELAY},
+                "gce_vllm_hosts": "all",
+                "gce_vllm_connect_timeout": 120,
+            }, fh)
+        self.rb_env = self.workdir / "rb.env"
+        fd = os.open(self.rb_env, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("VLLM_API_KEY=%s\nBACKEND_INTERNAL_TOKEN=%s\nRB_VLLM_PIP_SPEC=/opt/standin/%s\n"
+                     "RB_APP_SRC=/opt/standin/ai-server\nRB_VLLM_EXTRA_ENV=VLLM_STANDIN_STARTUP_DELAY=%s\n"
+                     % (self.api_key, self.token, self.wheel.name, STANDIN_DELAY))
+
+    def _build_wheel(self) -> Path:
+        out = self.workdir / "wheel"
+        out.mkdir(exist_ok=True)
+        _, _, text = bl.run([sys.executable, str(REPO / "tests" / "standin" / "build_wheel.py"), str(out)])
+        wheels = list(out.glob("*.whl"))
+        if not wheels:
+            raise RuntimeError("tests/standin/build_wheel.py made no wheel: " + text)
+        return wheels[0]
+
+    def ansible_env(self, events: Path | None = None, extra: dict | None = None) -> dict:
+        env = dict(os.environ)
+        env["PATH"] = str(VENV_BIN) + os.pathsep + env.get("PATH", "")
+        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+        env["ANSIBLE_CALLBACK_PLUGINS"] = str(BENCH / "callback_plugins")
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "bench_recorder"
+        env["ANSIBLE_NOCOLOR"] = "1"
+        if events:
+            env["LLMOPS_BENCH_EVENTS"] = str(events)
+        env.update(extra or {})
+        return env
+
+
+# ----------------------------------------------------------------------------------------------- hosts
+def prepare_hosts(ctx: Ctx, hosts: bl.Hosts, tag: str):
+    bl.run([str(VENV_BIN / "ansible-playbook"), "-i", str(hosts.inventory), str(BENCH / "prepare.yml"),
+            "-e", "bench_wheel=" + str(ctx.wheel)], env=ctx.ansible_env(), log_to=ctx.logs / (tag + "-prepare.log"))
+    for h in hosts.hosts:
+        bl.scp(h, [ctx.rb_env], "/tmp/rb.env")
+        bl.ssh(h, "chmod 600 /tmp/rb.env")
+
+
+def probe_urls(host: dict) -> dict:
+    return {"vllm": "http://%s:8001/health" % host["ip"], "ai_server": "http://%s:8000/health" % host["ip"]}
+
+
+def run_runbook(ctx: Ctx, host: dict, tag: str) -> float:
+    cmd = "set -a; . /tmp/rb.env; set +a; exec bash /opt/standin/runbook_manual.sh"
+    _, secs, _ = bl.run(bl.ssh_cmd(host, cmd), log_to=ctx.logs / (tag + ".log"), timeout=1800)
+    return secs
+
+
+def run_configure(ctx: Ctx, inventory: Path, tag: str, extra_env: dict | None = None) -> dict:
+    events = ctx.logs / (tag + "-events.json")
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "configure.yml"),
+           "-e", "@" + str(ctx.extra_vars)]
+    _, secs, _ = bl.run(cmd, env=ctx.ansible_env(events, extra_env), log_to=ctx.logs / (tag + ".log"), timeout=1800)
+    data = json.loads(events.read_text(encoding="utf-8"))
+    changed = {h: s.get("changed", 0) for h, s in data["stats"].items()}
+    tasks = [e for e in data["events"] if e["status"] != "skipped"]
+    slow = sorted(tasks, key=lambda e: e["end"] - e["start"], reverse=True)[:8]
+    return {"wall_s": round(secs, 3), "changed": changed,
+            "changed_tasks": sorted({e["task"] for e in data["events"] if e["changed"]}),
+            "failed": sum(s.get("failures", 0) + s.get("unreachable", 0) for s in data["stats"].values()),
+            "slowest_tasks": [{"task": e["task"], "host": e["host"], "s": round(e["end"] - e["start"], 3)}
+                              for e in slow]}
+
+
+def second_run_measured(ctx: Ctx, hosts: list[dict], action) -> dict:
+    """Run `action()` (a 2nd run) while probing every host's endpoints; restarts from systemd's counters."""
+    before = {h["name"]: bl.unit_state(h) for h in hosts}
+    probers = {h["name"]: bl.Prober(probe_urls(h)) for h in hosts}
+    for p in probers.values():
+        p.start()
+    time.sleep(0.3)  # a few probes before the run starts: the endpoints must be up at the start
+    try:
+        result = action()
+    finally:
+        time.sleep(0.3)
+        for p in probers.values():
+            p.stop()
+    after = {h["name"]: bl.unit_state(h) for h in hosts}
+    per_host = {}
+    for h in hosts:
+        per_host[h["name"]] = {"downtime": probers[h["name"]].result(),
+                               "restarts": bl.restarts_between(before[h["name"]], after[h["name"]])}
+    result = dict(result) if isinstance(result, dict) else {"wall_s": round(result, 3)}
+    result["hosts"] = per_host
+    result["max_downtime_s"] = max(d["downtime_s"] for ph in per_host.values() for d in ph["downtime"].values())
+    result["restarts_total"] = sum(n for ph in per_host.values() for n in ph["restarts"].values())
+    result["endpoints_up_at_start"] = all(d["ok_at_start"] for ph in per_host.values()
+                                          for d in ph["downtime"].values())
+    return result
+
+
+# ---------------------------------------------------------------------------------------- stage 1 + 2
+def stage_single(ctx: Ctx) -> dict:
+    reps = []
+    for i in range(ctx.args.repeats):
+        bl.log("runbook + configure, repeat %d/%d" % (i + 1, ctx.args.repeats))
+        with bl.Hosts(ctx.workdir / ("single%d" % i), 2, "bsingle%d" % i) as hosts:
+            prepare_hosts(ctx, hosts, "single%d" % i)
+            h_rb, h_cf = hosts.hosts
+            rep = {"runbook": {}, "configure": {}}
+            if "runbook" in ctx.stages:
+                first = run_runbook(ctx, h_rb, "single%d-runbook-1" % i)
+                bl.log("runbook 1st run %.1fs" % first)
+                second = second_run_measured(ctx, [h_rb], lambda: run_runbook(ctx, h_rb, "single%d-runbook-2" % i))
+                bl.log("runbook 2nd run %.1fs, downtime %.2fs, restarts %d" % (
+                    second["wall_s"], second["max_downtime_s"], second["restarts_total"]))
+                rep["runbook"] = {"first": {"wall_s": round(first, 3)}, "second": second}
+            if "configure" in ctx.stages:
+                inv = hosts.state_dir / "one.yml"
+                write_inventory(hosts, [h_cf], inv)
+                first = run_configure(ctx, inv, "single%d-configure-1" % i)
+                bl.log("configure 1st run %.1fs, changed %s" % (first["wall_s"], first["changed"]))
+                second = second_run_measured(ctx, [h_cf], lambda: run_configure(ctx, inv, "single%d-configure-2" % i))
+                bl.log("configure 2nd run %.1fs, changed %s, downtime %.2fs, restarts %d" % (
+                    second["wall_s"], second["changed"], second["max_downtime_s"], second["restarts_total"]))
+                plain = run_configure(ctx, inv, "single%d-configure-3-nopipelining" % i, {
+                    "ANSIBLE_PIPELINING": "False",
+                    "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o PreferredAuthentications=publickey"})
+                bl.log("configure 2nd run without pipelining/ControlPersist %.1fs" % plain["wall_s"])
+                rep["configure"] = {"first": first, "second": second, "second_no_pipelining": plain}
+            reps.append(rep)
+    return summarize_single(reps)
+
+
+def write_inventory(hosts: bl.Hosts, chosen: list[dict], path: Path):
+    inv = {"all": {"children": {"testhosts": {"hosts": {h["name"]: h["hostvars"] for h in chosen}}}}}
+    path.write_text(json.dumps(inv), encoding="utf-8")
+
+
+def summarize_single(reps: list[dict]) -> dict:
+    out = {"repeats": reps}
+
+    def col(kind, *keys):
+        vals = []
+        for r in reps:
+            v = r.get(kind) or {}
+            for k in keys:
+                v = v.get(k) if isinstance(v, dict) else None
+            vals.append(v)
+        return vals
+    for kind in ("runbook", "configure"):
+        if not any(r.get(kind) for r in reps):
+            continue
+        out[kind] = {
+            "first_wall_s": bl.median(col(kind, "first", "wall_s")),
+            "second_wall_s": bl.median(col(kind, "second", "wall_s")),
+            "second_downtime_s": bl.median(col(kind, "second", "max_downtime_s")),
+            "second_restarts": bl.median(col(kind, "second", "restarts_total")),
+            "runs": len(reps),
+        }
+        if kind == "configure":
+            out[kind]["first_changed"] = bl.median([sum(c.values()) for c in col(kind, "first", "changed") if c])
+            out[kind]["second_changed"] = bl.median([sum(c.values()) for c in col(kind, "second", "changed") if c])
+            out[kind]["second_no_pipelining_wall_s"] = bl.median(col(kind, "second_no_pipelining", "wall_s"))
+    if out.get("runbook") and out.get("configure"):
+        ratios = {}
+        for which in ("first", "second"):
+            rs = [r["configure"][which]["wall_s"] / r["runbook"][which]["wall_s"] for r in reps
+                  if r.get("configure") and r.get("runbook")]
+            ratios["configure_over_runbook_" + which] = bl.median(rs)
+        out["ratios"] = ratios
+    return out
+
+
+# ------------------------------------------------------------------------------------------- stage 3
+def stage_fleet(ctx: Ctx) -> dict:
+    out = {}
+    for n in ctx.args.fleet:
+        bl.log("fleet of %d host(s)" % n)
+        with bl.Hosts(ctx.workdir / ("fleet%d" % n), n, "bfleet%d" % n) as hosts:
+            prepare_hosts(ctx, hosts, "fleet%d" % n)
+            first = run_configure(ctx, hosts.inventory, "fleet%d-configure-1" % n)
+            bl.log("fleet %d: 1st run %.1fs" % (n, first["wall_s"]))
+            second = second_run_measured(ctx, hosts.hosts, lambda: run_configure(ctx, hosts.inventory,
+                                                                                  "fleet%d-configure-2" % n))
+            bl.log("fleet %d: 2nd run %.1fs, changed %s, downtime %.2fs" % (
+                n, second["wall_s"], second["changed"], second["max_downtime_s"]))
+            out[str(n)] = {"first": first, "second": second}
+    if "1" in out:
+        base1, base2 = out["1"]["first"]["wall_s"], out["1"]["second"]["wall_s"]
+        for n, r in out.items():
+            r["first_ratio_to_1"] = round(r["first"]["wall_s"] / base1, 3)
+            r["second_ratio_to_1"] = round(r["second"]["wall_s"] / base2, 3)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- stage 4
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, deadline: float) -> float | None:
+    """Tight 10 ms loop: wall-clock instant the stand-in first accepts a connection."""
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.05):
+                return time.time()
+        except OSError:
+            time.sleep(0.01)
+    return None
+
+
+def stage_health(ctx: Ctx) -> dict:
+    """The stand-in turns healthy DELAY s after start; the module was started at the same time."""
+    import threading
+    coll = REPO / "build" / "collections"
+    env = dict(os.environ, PYTHONPATH=str(coll) + os.pathsep + str(REPO / "tests" / "standin"))
+    res = {"http_health": [], "vllm_models": [], "ansible_task": []}
+    loras = [json.dumps({"name": n, "path": p}) for n, p in LORAS]
+    reps = ctx.args.health_repeats
+    for i in range(reps):
+        # ready instants spread evenly over one poll interval (1 s), so the figure is not a lucky phase
+        delay = round(2.0 + (i + 0.5) / reps, 3)
+        for mod in ("http_health", "vllm_models"):
+            port = free_port()
+            args = {"http_health": {"url": "http://127.0.0.1:%d/health" % port, "timeout": 30},
+                    "vllm_models": {"base_url": "http://127.0.0.1:%d" % port, "api_key": ctx.api_key,
+                                    "expected": [MODEL] + [n for n, _ in LORAS], "timeout": 30}}[mod]
+            argfile = ctx.workdir / "modargs.json"
+            fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"ANSIBLE_MODULE_ARGS": args}, fh)
+            srv_env = dict(env, VLLM_STANDIN_STARTUP_DELAY=str(delay), VLLM_API_KEY=ctx.api_key)
+            srv = subprocess.Popen([sys.executable, "-m", "vllm_standin", "serve", MODEL, "--host", "127.0.0.1",
+                                    "--port", str(port), "--enable-lora", "--lora-modules", *loras],
+                                   env=srv_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t_start = time.time()
+            ready = {}
+            th = threading.Thread(target=lambda: ready.setdefault("t", wait_ready(port, t_start + 60)))
+            th.start()
+            try:
+                proc = subprocess.run([sys.executable, "-m",
+                                       "ansible_collections.llmops.gce_vllm.plugins.modules." + mod, str(argfile)],
+                                      env=env, capture_output=True, text=True, timeout=120, check=False)
+                t_ret = time.time()
+                th.join()
+            finally:
+                srv.terminate()
+                srv.wait(timeout=10)
+            try:
+                out = json.loads(proc.stdout)
+            except ValueError:
+                out = {"failed": True, "msg": proc.stdout[-500:] + proc.stderr[-500:]}
+            t_ready = ready.get("t")
+            rec = {"latency_s": round(t_ret - t_ready, 3) if t_ready else None, "delay_s": delay,
+                   "ready_after_start_s": round(t_ready - t_start, 3) if t_ready else None,
+                   "failed": bool(out.get("failed")), "attempts": out.get("attempts"),
+                   "elapsed": out.get("elapsed")}
+            if out.get("failed"):
+                rec["msg"] = str(out.get("msg"))[:300]
+            res[mod].append(rec)
+            bl.log("health %s #%d: returned %.3fs after ready" % (mod, i + 1, rec["latency_s"] or -1))
+    res["ansible_task"] = health_via_playbook(ctx, env, loras)
+    for mod in ("http_health", "vllm_models", "ansible_task"):
+        lat = [r["latency_s"] for r in res[mod] if not r["failed"]]
+        res[mod + "_median_s"] = bl.median(lat)
+        res[mod + "_max_s"] = max(lat) if lat else None
+    return res
+
+
+def health_via_playbook(ctx: Ctx, env: dict, loras: list[str]) -> list[dict]:
+    """The same through ansible-playbook (localhost): task end (callback clock) minus the ready instant."""
+    import threading
+    out = []
+    reps = max(3, ctx.args.health_repeats // 2)
+    for i in range(reps):
+        port = free_port()
+        delay = round(5.0 + (i + 0.5) / reps, 3)  # ansible-playbook needs ~2-3 s to reach the task
+        srv = subprocess.Popen([sys.executable, "-m", "vllm_standin", "serve", MODEL, "--host", "127.0.0.1",
+                                "--port", str(port), "--enable-lora", "--lora-modules", *loras],
+                               env=dict(env, VLLM_STANDIN_STARTUP_DELAY=str(delay), VLLM_API_KEY=ctx.api_key),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_start = time.time()
+        ready = {}
+        th = threading.Thread(target=lambda: ready.setdefault("t", wait_ready(port, t_start + 60)))
+        th.start()
+        events = ctx.logs / ("health-play-%d.json" % i)
+        try:
+            rc, _, _ = bl.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                               str(BENCH / "health_play.yml"), "-e", "bench_port=%d" % port],
+                              env=ctx.ansible_env(events, {"ANSIBLE_PYTHON_INTERPRETER": sys.executable}),
+                              log_to=ctx.logs / ("health-play-%d.log" % i), check=False, timeout=120)
+            th.join()
+        finally:
+            srv.terminate()
+            srv.wait(timeout=10)
+        t_ready = ready.get("t")
+        try:
+            evs = json.loads(events.read_text(encoding="utf-8"))["events"]
+            task = [e for e in evs if e["action"].endswith("http_health")][0]
+        except (OSError, ValueError, IndexError):
+            out.append({"failed": True, "latency_s": None, "msg": "no task result (rc=%s)" % rc})
+            continue
+        rec = {"latency_s": round(task["end"] - t_ready, 3) if t_ready else None, "delay_s": delay,
+               "task_started_before_ready": task["start"] < (t_ready or 0), "failed": task["status"] != "ok"}
+        out.append(rec)
+        bl.log("health via ansible-playbook #%d: task ended %.3fs after ready" % (i + 1, rec["latency_s"] or -1))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- stage 5
+def stage_inventory(ctx: Ctx) -> dict:
+    sys.path.insert(0, str(BENCH))
+    import inventory_bench  # noqa: E402  pylint: disable=import-outside-toplevel
+    return inventory_bench.run(ctx)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="runbook,configure,fleet,health,inventory")
+    ap.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")))
+    ap.add_argument("--health-repeats", type=int, default=int(os.environ.get("BENCH_HEALTH_REPEATS", "7")))
+    ap.add_argument("--inventory-repeats", type=int, default=int(os.environ.get("BENCH_INVENTORY_REPEATS", "3")))
+    ap.add_argument("--fleet", default=os.environ.get("BENCH_FLEET", "1,2,4"))
+    ap.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "100,1000,5000"))
+    ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/llmops-bench"))
+    ap.add_argument("--results", default=str(RESULTS_JSON))
+    ap.add_argument("--no-report", action="store_true")
+    args = ap.parse_args()
+    args.fleet = [int(x) for x in str(args.fleet).split(",") if x]
+    args.sizes = [int(x) for x in str(args.sizes).split(",") if x]
+    ctx = Ctx(args)
+    ctx.stages = set(args.only.split(","))
+    results_path = Path(args.results)
+    data = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
+    cur = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                    text=True, check=False).stdout.strip(),
+           "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "stages": {}}
+    t0 = time.monotonic()
+    try:
+        if ctx.stages & {"runbook", "configure"}:
+            cur["stages"]["single"] = stage_single(ctx)
+        if "health" in ctx.stages:
+            cur["stages"]["health"] = stage_health(ctx)
+        if "inventory" in ctx.stages:
+            cur["stages"]["inventory"] = stage_inventory(ctx)
+        if "fleet" in ctx.stages:
+            cur["stages"]["fleet"] = stage_fleet(ctx)
+    finally:
+        cur["bench_wall_s"] = round(time.monotonic() - t0, 1)
+        # keep earlier stages that this run did not repeat (so a partial run updates only what it measured)
+        latest = data.get("latest", {})
+        merged = dict(latest.get("stages", {}))
+        merged.update(cur["stages"])
+        history = data.get("history", [])
+        history.append({k: cur[k] for k in ("date", "commit", "bench_wall_s")} | {"stages": sorted(cur["stages"]),
+                                                                                 "summary": headline(cur)})
+        data = {"latest": dict(cur, stages=merged, measured_now=sorted(cur["stages"])), "history": history[-20:]}
+        bl.write_json(results_path, data)
+        shutil.copy(results_path, ctx.logs / "results.json")
+        bl.log("results: %s (logs %s), bench took %.0fs" % (results_path, ctx.logs, cur["bench_wall_s"]))
+    if not args.no_report:
+        bl.run([sys.executable, str(BENCH / "report.py"), "--results", str(results_path)], timeout=300)
+        bl.log("report: docs/benchmarks.md")
+    return 0
+
+
+def headline(cur: dict) -> dict:
+    s = cur["stages"]
+    h = {}
+    single = s.get("single", {})
+    for kind in ("runbook", "configure"):
+        if kind in single:
+            h[kind + "_first_s"] = single[kind]["first_wall_s"]
+            h[kind + "_second_s"] = single[kind]["second_wall_s"]
+            h[kind + "_second_downtime_s"] = single[kind]["second_downtime_s"]
+    if "configure" in single:
+        h["configure_second_changed"] = single["configure"].get("second_changed")
+        h["configure_second_no_pipelining_s"] = single["configure"].get("second_no_pipelining_wall_s")
+    if "health" in s:
+        h["health_median_s"] = s["health"].get("http_health_median_s")
+        h["models_median_s"] = s["health"].get("vllm_models_median_s")
+    if "fleet" in s:
+        for n, r in s["fleet"].items():
+            h["fleet%s_first_s" % n] = r["first"]["wall_s"]
+            h["fleet%s_second_s" % n] = r["second"]["wall_s"]
+    if "inventory" in s:
+        for row in s["inventory"].get("rows", []):
+            h["inv_%s_%s_%s_s" % (row["plugin"], row["instances"], row["mode"])] = row["median_s"]
+    return h
+
+
+if __name__ == "__main__":
+    sys.exit(main())

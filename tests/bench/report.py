@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Write docs/benchmarks.md and docs/benchmarks/bench.png from docs/benchmarks/results.json (make bench).
+
+Every figure in the page comes from results.json; the hand-written analysis is tests/bench/findings.md,
+included at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fmt(v, unit="s", nd=1):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) or isinstance(v, int):
+        return ("%." + str(nd) + "f%s") % (v, unit) if unit else ("%." + str(nd) + "f") % v
+    return str(v)
+
+
+def ok(cond):
+    if cond is None:
+        return "not measured"
+    return "**met**" if cond else "**missed**"
+
+
+def plot(latest: dict, png: Path) -> None:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    st = latest["stages"]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig.suptitle("llmops.gce_vllm make bench (%s, commit %s, %s CPUs)" % (
+        latest["date"][:16], latest.get("commit", "?"), latest["machine"]["cpus"]))
+
+    ax = axes[0][0]
+    single = st.get("single", {})
+    labels, first, second = [], [], []
+    for kind, name in (("runbook", "runbook script"), ("configure", "collection")):
+        if kind in single:
+            labels.append(name)
+            first.append(single[kind]["first_wall_s"] or 0)
+            second.append(single[kind]["second_wall_s"] or 0)
+    if labels:
+        x = range(len(labels))
+        ax.bar([i - 0.2 for i in x], first, 0.4, label="1st run")
+        ax.bar([i + 0.2 for i in x], second, 0.4, label="2nd run")
+        ax.set_xticks(list(x), labels)
+        for i, (a, b) in enumerate(zip(first, second)):
+            ax.text(i - 0.2, a, "%.0f" % a, ha="center", va="bottom")
+            ax.text(i + 0.2, b, "%.1f" % b, ha="center", va="bottom")
+        ax.legend()
+    ax.set_ylabel("wall time, s (median)")
+    ax.set_title("one fresh test host")
+
+    ax = axes[0][1]
+    fleet = st.get("fleet", {})
+    if fleet:
+        ns = sorted(fleet, key=int)
+        ax.plot([int(n) for n in ns], [fleet[n]["first"]["wall_s"] for n in ns], "o-", label="1st run")
+        ax.plot([int(n) for n in ns], [fleet[n]["second"]["wall_s"] for n in ns], "s-", label="2nd run")
+        ax.set_xticks([int(n) for n in ns])
+        ax.legend()
+    ax.set_xlabel("test hosts at once")
+    ax.set_ylabel("wall time, s")
+    ax.set_title("fleet: configure playbook")
+
+    ax = axes[1][0]
+    health = st.get("health", {})
+    series = [(k, [r["latency_s"] for r in health.get(k, []) if r.get("latency_s") is not None])
+              for k in ("http_health", "vllm_models", "ansible_task")]
+    series = [(k, v) for k, v in series if v]
+    if series:
+        ax.boxplot([v for _, v in series], tick_labels=[k.replace("ansible_task", "play task") for k, _ in series])
+        ax.axhline(1.0, color="red", linestyle="--", linewidth=1, label="target median 1 s")
+        ax.legend()
+    ax.set_ylabel("s after the stand-in turned healthy")
+    ax.set_title("health detection latency")
+
+    ax = axes[1][1]
+    inv = st.get("inventory", {})
+    rows = inv.get("rows", [])
+    if rows:
+        for plugin, marker in (("llmops.gce_vllm.gce", "o"), ("google.cloud.gcp_compute", "s")):
+            for mode, style in (("cold", "-"), ("cached", "--")):
+                pts = sorted((r["instances"], r["median_s"]) for r in rows
+                             if r["plugin"] == plugin and r["mode"] == mode and r["median_s"] is not None)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker + style,
+                            label="%s %s" % (plugin.split(".")[-1], mode))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("instances (20 zones)")
+    ax.set_ylabel("ansible-inventory --list, s")
+    ax.set_title("dynamic inventory")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+
+
+def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one function
+    latest = data["latest"]
+    st = latest["stages"]
+    L = []
+    w = L.append
+    w("# Benchmarks")
+    w("")
+    w("Written by `make bench` (tests/bench/bench.py, then tests/bench/report.py) from "
+      "[benchmarks/results.json](benchmarks/results.json); do not edit by hand.")
+    w("Machine: %s CPUs, kernel %s; run %s, commit `%s`; the whole bench took %s." % (
+        latest["machine"]["cpus"], latest["machine"]["kernel"], latest["date"], latest.get("commit"),
+        fmt(latest.get("bench_wall_s"), " s", 0)))
+    w("Test hosts are real systemd-nspawn hosts (tests/harness), reached over SSH; vLLM is the stand-in "
+      "(tests/standin), so install and start-up times are those of the stand-in, not of vLLM on an L4. "
+      "Figures are medians of the repeats; ratios come from the same repeat. The machine is shared and noisy.")
+    w("")
+    w("![make bench](%s)" % png_rel)
+    w("")
+
+    single = st.get("single", {})
+    rb, cf = single.get("runbook"), single.get("configure")
+    targets = []
+    if rb or cf:
+        n = (cf or rb)["runs"]
+        w("## 1-2. The runbook's procedure vs the collection, one fresh test host (median of %d)" % n)
+        w("")
+        w("| | runbook script (sections 3-4) | collection (`playbooks/configure.yml`) |")
+        w("|---|---|---|")
+
+        def cell(d, k, unit="s", nd=1):
+            return fmt(d.get(k), unit, nd) if d else "n/a"
+        w("| 1st run, wall time | %s | %s |" % (cell(rb, "first_wall_s"), cell(cf, "first_wall_s")))
+        w("| 2nd run, wall time | %s | %s |" % (cell(rb, "second_wall_s"), cell(cf, "second_wall_s")))
+        w("| 2nd run, tasks changed | (a script cannot tell) | %s |" % cell(cf, "second_changed", "", 0))
+        w("| 2nd run, service restarts (systemd) | %s | %s |" % (cell(rb, "second_restarts", "", 0),
+                                                                cell(cf, "second_restarts", "", 0)))
+        w("| 2nd run, endpoint downtime (worst of :8001, :8000; probed every 50 ms) | %s | %s |" % (
+            cell(rb, "second_downtime_s", " s", 2), cell(cf, "second_downtime_s", " s", 2)))
+        if cf:
+            w("| 2nd run without pipelining / ControlPersist | | %s |" % cell(cf, "second_no_pipelining_wall_s"))
+        w("")
+        ratios = single.get("ratios", {})
+        if ratios:
+            w("Collection / runbook wall time, same repeat: 1st run %s, 2nd run %s." % (
+                fmt(ratios.get("configure_over_runbook_first"), "x", 2),
+                fmt(ratios.get("configure_over_runbook_second"), "x", 2)))
+            w("")
+        reps = single.get("repeats", [])
+        if reps:
+            w("<details><summary>every repeat</summary>")
+            w("")
+            w("| repeat | runbook 1st | runbook 2nd | runbook downtime | collection 1st | collection 2nd | "
+              "changed 1st/2nd | restarts 2nd | downtime 2nd | 2nd w/o pipelining |")
+            w("|---|---|---|---|---|---|---|---|---|---|")
+            for i, r in enumerate(reps, 1):
+                a, c = r.get("runbook") or {}, r.get("configure") or {}
+                w("| %d | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |" % (
+                    i, fmt(a.get("first", {}).get("wall_s")), fmt(a.get("second", {}).get("wall_s")),
+                    fmt(a.get("second", {}).get("max_downtime_s"), " s", 2),
+                    fmt(c.get("first", {}).get("wall_s")), fmt(c.get("second", {}).get("wall_s")),
+                    sum((c.get("first", {}).get("changed") or {}).values()),
+                    sum((c.get("second", {}).get("changed") or {}).values()),
+                    c.get("second", {}).get("restarts_total"),
+                    fmt(c.get("second", {}).get("max_downtime_s"), " s", 2),
+                    fmt(c.get("second_no_pipelining", {}).get("wall_s"))))
+            w("")
+            w("</details>")
+            w("")
+            last = reps[-1].get("configure") or {}
+            slow = (last.get("second") or {}).get("slowest_tasks") or []
+            if slow:
+                w("Slowest tasks of the collection's 2nd run (last repeat): " + "; ".join(
+                    "%s %s" % (t["task"], fmt(t["s"], " s", 2)) for t in slow[:6]) + ".")
+                w("")
+            slow = (last.get("first") or {}).get("slowest_tasks") or []
+            if slow:
+                w("Slowest tasks of the collection's 1st run (last repeat): " + "; ".join(
+                    "%s %s" % (t["task"], fmt(t["s"], " s", 2)) for t in slow[:6]) + ".")
+                w("")
+        if cf:
+            targets.append(("2nd run: 0 tasks changed", cf.get("second_changed") == 0, fmt(cf.get("second_changed"), "", 0)))
+            targets.append(("2nd run: 0 restarts", cf.get("second_restarts") == 0, fmt(cf.get("second_restarts"), "", 0)))
+            targets.append(("2nd run: 0 s downtime", cf.get("second_downtime_s") == 0,
+                            fmt(cf.get("second_downtime_s"), " s", 2)))
+            targets.append(("2nd run <= 15 s on one host", (cf.get("second_wall_s") or 1e9) <= 15,
+                            fmt(cf.get("second_wall_s"))))
+
+    fleet = st.get("fleet", {})
+    if fleet:
+        w("## 3. Fleet: the configure playbook on N test hosts at once (one run each)")
+        w("")
+        w("| hosts | 1st run | 2nd run | 2nd run / 1 host | 2nd run changed | restarts | worst downtime |")
+        w("|---|---|---|---|---|---|---|")
+        for n in sorted(fleet, key=int):
+            r = fleet[n]
+            w("| %s | %s | %s | %s | %s | %s | %s |" % (
+                n, fmt(r["first"]["wall_s"]), fmt(r["second"]["wall_s"]), fmt(r.get("second_ratio_to_1"), "x", 2),
+                sum(r["second"]["changed"].values()), r["second"]["restarts_total"],
+                fmt(r["second"]["max_downtime_s"], " s", 2)))
+        w("")
+        biggest = str(max(int(n) for n in fleet))
+        if "1" in fleet and biggest != "1":
+            ratio = fleet[biggest].get("second_ratio_to_1")
+            targets.append(("%s hosts <= 1.5x the time of 1 (2nd run)" % biggest, ratio is not None and ratio <= 1.5,
+                            fmt(ratio, "x", 2)))
+            ratio1 = fleet[biggest].get("first_ratio_to_1")
+            w("1st run on %s hosts = %s the time of 1 host (installs on %s CPUs at once)." % (
+                biggest, fmt(ratio1, "x", 2), latest["machine"]["cpus"]))
+            w("")
+
+    health = st.get("health", {})
+    if health:
+        w("## 4. Health detection: from the instant the stand-in turns healthy to the module's return")
+        w("")
+        w("The stand-in starts listening after `VLLM_STANDIN_STARTUP_DELAY` (ready instants spread evenly over one "
+          "poll interval); a 10 ms probe on the controller marks the instant it first accepts a connection. "
+          "Modules are run as the role runs them (default `interval: 1`), as a process on the controller; "
+          "\"play task\" is the same http_health task inside `ansible-playbook` (task end from a callback).")
+        w("")
+        w("| | runs | median | max |")
+        w("|---|---|---|---|")
+        for k, name in (("http_health", "http_health module"), ("vllm_models", "vllm_models module"),
+                        ("ansible_task", "http_health as a play task")):
+            runs = [r for r in health.get(k, []) if not r.get("failed")]
+            w("| %s | %d | %s | %s |" % (name, len(runs), fmt(health.get(k + "_median_s"), " s", 3),
+                                         fmt(health.get(k + "_max_s"), " s", 3)))
+        w("")
+        med = health.get("http_health_median_s")
+        targets.append(("health detection median <= 1 s", med is not None and med <= 1.0, fmt(med, " s", 3)))
+        med = health.get("vllm_models_median_s")
+        targets.append(("model list detection median <= 1 s", med is not None and med <= 1.0, fmt(med, " s", 3)))
+
+    inv = st.get("inventory", {})
+    if inv.get("rows"):
+        w("## 5. Dynamic inventory over the local Compute API (20 zones, pages of 500, group by network tag)")
+        w("")
+        w(inv.get("note", ""))
+        w("")
+        w("| instances | mode | llmops.gce_vllm.gce | google.cloud.gcp_compute | ratio | API requests (ours / theirs) |")
+        w("|---|---|---|---|---|---|")
+        by = {(r["plugin"], r["instances"], r["mode"]): r for r in inv["rows"]}
+        for n in sorted({r["instances"] for r in inv["rows"]}):
+            for mode in ("cold", "cached"):
+                a = by.get(("llmops.gce_vllm.gce", n, mode))
+                b = by.get(("google.cloud.gcp_compute", n, mode))
+                if not a and not b:
+                    continue
+                ratio = (b["median_s"] / a["median_s"]) if a and b and a["median_s"] and b["median_s"] else None
+                w("| %d | %s | %s | %s | %s | %s / %s |" % (
+                    n, mode, fmt(a and a["median_s"], " s", 2), fmt(b and b["median_s"], " s", 2),
+                    fmt(ratio, "x faster", 1), a and a.get("api_requests"), b and b.get("api_requests")))
+        w("")
+        base = inv.get("startup_s")
+        if base is not None:
+            w("Times are the wall time of the whole `ansible-inventory --list` process; "
+              "`ansible-inventory --list` of an empty static inventory takes %s on this machine (ours) and %s "
+              "(google.cloud venv)." % (fmt(base, " s", 2), fmt(inv.get("startup_gcp_s"), " s", 2)))
+            w("")
+        big = max(r["instances"] for r in inv["rows"])
+        a = by.get(("llmops.gce_vllm.gce", big, "cold"))
+        c = by.get(("llmops.gce_vllm.gce", big, "cached"))
+        if big == 5000:
+            targets.append(("inventory 5,000 cold <= 2 s", a is not None and a["median_s"] <= 2.0,
+                            fmt(a and a["median_s"], " s", 2)))
+            targets.append(("inventory 5,000 cached <= 0.3 s", c is not None and c["median_s"] <= 0.3,
+                            fmt(c and c["median_s"], " s", 2)))
+            if c and c.get("plugin_only_s") is not None:
+                w("5,000 cached, plugin work only (inside the process, without interpreter start-up): %s." % fmt(
+                    c["plugin_only_s"], " s", 3))
+                w("")
+
+    if targets:
+        w("## Targets (issue 4)")
+        w("")
+        w("| target | measured | |")
+        w("|---|---|---|")
+        for name, cond, val in targets:
+            w("| %s | %s | %s |" % (name, val, ok(cond)))
+        w("")
+
+    hist = data.get("history", [])
+    if len(hist) > 1:
+        cols = [("configure_first_s", "collection 1st"), ("configure_second_s", "collection 2nd"),
+                ("configure_second_changed", "2nd changed"), ("runbook_first_s", "runbook 1st"),
+                ("runbook_second_s", "runbook 2nd"), ("health_median_s", "health latency"),
+                ("fleet4_second_s", "4 hosts 2nd"), ("inv_llmops.gce_vllm.gce_5000_cold_s", "inventory 5k cold")]
+        keys = [k for k, _ in cols]
+        w("## Before / after (history of bench runs, latest last; each run measures only the stages it names)")
+        w("")
+        w("| date | commit | stages | " + " | ".join(label for _, label in cols) + " |")
+        w("|---|---|---|" + "---|" * len(keys))
+        for h in hist[-10:]:
+            sm = h.get("summary", {})
+            w("| %s | `%s` | %s | " % (h["date"][:16], h.get("commit"), ",".join(h.get("stages", []))) + " | ".join(
+                fmt(sm.get(k), "", 0 if k.endswith("changed") else (3 if "health" in k else 1)) for k in keys) + " |")
+        w("")
+
+    findings = REPO / "tests" / "bench" / "findings.md"
+    if findings.exists():
+        w(findings.read_text(encoding="utf-8").rstrip())
+        w("")
+    w("## Reproduce")
+    w("")
+    w("`make bench` (about 15-20 min on 2 CPUs). Parts: `.venv/bin/python tests/bench/bench.py --only "
+      "health,inventory` (also `runbook`, `configure`, `fleet`; `--repeats`, `--fleet 1,2,4`, "
+      "`--sizes 100,1000,5000`). Raw logs of each run: `results/bench/<time>/`.")
+    return "\n".join(L) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", default=str(REPO / "docs" / "benchmarks" / "results.json"))
+    ap.add_argument("--md", default=str(REPO / "docs" / "benchmarks.md"))
+    ap.add_argument("--png", default=str(REPO / "docs" / "benchmarks" / "bench.png"))
+    args = ap.parse_args()
+    data = json.loads(Path(args.results).read_text(encoding="utf-8"))
+    png = Path(args.png)
+    plot(data["latest"], png)
+    md = Path(args.md)
+    try:
+        rel = png.relative_to(md.parent)
+    except ValueError:
+        rel = png
+    md.write_text(render(data, str(rel)), encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
