@@ -1,5 +1,6 @@
-# Copyright (c) 2026 llmops team
-# Apache License 2.0 (see galaxy.yml)
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmops.gce_vllm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Dynamic inventory of Google Compute Engine instances, built for fleets."""
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ description:
   - The inventory file name must end in C(gce.yml) or C(gce.yaml), for example C(prod.gce.yml).
   - Uses the collection's Compute API client (google-auth + requests), with retries on 429/5xx.
 author:
-  - llmops team
+  - llmops.gce_vllm contributors (!UNKNOWN)
 version_added: 0.1.0
 requirements:
   - google-auth
@@ -259,10 +260,10 @@ def _plain(value, depth=0):
         return not is_trusted_as_template(value)
     if depth > 4:
         return False
-    if type(value) is list:
+    if isinstance(value, list):
         return all(_plain(v, depth + 1) for v in value)
-    if type(value) is dict:
-        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
     return False
 
 
@@ -509,7 +510,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         value = variables.get(path[0], _MISS) if isinstance(variables, dict) else _MISS
         for seg in path[1:]:
             # attribute syntax on a dict: Jinja2 tries the attribute first (items, keys, ...)
-            if type(value) is not dict or seg not in value or hasattr(dict, seg):
+            if not isinstance(value, dict) or seg not in value or hasattr(type(value), seg):
                 return _MISS
             value = value[seg]
         if value is _MISS or not _plain(value):
