@@ -19,7 +19,7 @@ description:
     queried again without it.
   - Read-only; runs in check mode too. Fails clearly when nvidia-smi is missing or cannot talk to the driver.
 author:
-  - llmops.gce_vllm contributors
+  - llmops team (@llmops)
 options:
   nvidia_smi:
     description:
@@ -32,6 +32,7 @@ attributes:
     description: Read-only; runs nvidia-smi in check mode as well.
   diff_mode:
     support: none
+    description: Reads only; there is nothing to diff.
 seealso:
   - name: nvidia-smi documentation
     description: The NVIDIA System Management Interface.
@@ -109,7 +110,7 @@ cuda_version:
   type: str
   sample: "13.0"
 cuda_major:
-  description: Major number of O(cuda_version).
+  description: Major number of RV(cuda_version).
   returned: always
   type: int
   sample: 13

@@ -19,7 +19,7 @@ description:
   - Uses the monotonic clock and sleeps only the poll interval. Read-only; runs in check mode too.
   - Requests go directly to O(url), without HTTP proxies.
 author:
-  - llmops.gce_vllm contributors
+  - llmops team (@llmops)
 options:
   url:
     description: The http or https URL to poll, for example V(http://127.0.0.1:8001/health).
@@ -68,6 +68,7 @@ attributes:
     description: Read-only; polls in check mode as well.
   diff_mode:
     support: none
+    description: Reads only; there is nothing to diff.
 notes:
   - The module fails with the last error seen (connection refused, status, ...) when the time is up.
 seealso:
@@ -126,7 +127,7 @@ last_error:
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.llmops.gce_vllm.plugins.module_utils.http import (
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.http_poll import (
     POLL_ARGUMENT_SPEC, http_get, poll_until, request_timeout_for, validate_poll_params)
 
 

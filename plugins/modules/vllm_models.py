@@ -18,7 +18,7 @@ description:
   - An API key the server rejects (HTTP 401) fails at once with a clear message; the key is never shown.
   - Read-only; runs in check mode too.
 author:
-  - llmops.gce_vllm contributors
+  - llmops team (@llmops)
 options:
   base_url:
     description:
@@ -67,6 +67,7 @@ attributes:
     description: Read-only; queries the server in check mode as well.
   diff_mode:
     support: none
+    description: Reads only; there is nothing to diff.
 seealso:
   - module: llmops.gce_vllm.http_health
 '''
@@ -142,7 +143,7 @@ attempts:
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.llmops.gce_vllm.plugins.module_utils.http import (
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.http_poll import (
     POLL_ARGUMENT_SPEC, StopPolling, http_get, poll_until, request_timeout_for, validate_poll_params)
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build vllm_standin-0.33.0-py3-none-any.whl (the stand-in for vLLM 0.33.0, tests only) with zipfile.
 
 Usage: python3 tests/standin/build_wheel.py OUTDIR   -> prints the wheel's path

@@ -1,4 +1,4 @@
-"""llmops.gce_vllm.http_health and module_utils/http.py against real loopback servers."""
+"""llmops.gce_vllm.http_health and module_utils/http_poll.py against real loopback servers."""
 import json
 import threading
 import time
@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible_collections.llmops.gce_vllm.plugins.module_utils import http as http_utils
+from ansible_collections.llmops.gce_vllm.plugins.module_utils import http_poll as http_utils
 from ansible_collections.llmops.gce_vllm.plugins.modules import http_health
 from module_helpers import Standin, free_port, run_module
 

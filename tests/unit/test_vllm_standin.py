@@ -19,7 +19,8 @@ import build_wheel  # noqa: E402  pylint: disable=wrong-import-position
 from vllm_standin import cli  # noqa: E402  pylint: disable=wrong-import-position
 
 MODEL = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
-LORA_EASY = '{"name": "easycontract", "path": "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1", "base_model_name": "%s"}' % MODEL
+LORA_EASY = ('{"name": "easycontract", "path": "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1", '
+             '"base_model_name": "%s"}' % MODEL)
 LORA_CHECK = '{"name": "checklist", "path": "imyj1013/exaone-qlora-checklist-adapter"}'
 KEY = "k3y-Fr0m-Vault-0123456789"
 SERVE_ARGS = [MODEL, "--gpu-memory-utilization", "0.85", "--max-model-len", "8192", "--dtype", "bfloat16",
@@ -64,7 +65,8 @@ def test_wheel_is_valid_reproducible_and_installs_a_vllm_console_script(tmp_path
 @pytest.mark.parametrize("args, rc, message", [
     (["--max-lora-rank", "24"], 2, "argument --max-lora-rank: invalid choice: 24 (choose from 1, 8, 16, 32, 64, 128, 256, 320, 512)"),
     (["--enable-lora", "--lora-modules", '{"name": "a", "path": "/p", "rank": 8}'], 2,
-     "Invalid fields for --lora-modules: {\"name\": \"a\", \"path\": \"/p\", \"rank\": 8} - LoRAModulePath.__init__() got an unexpected keyword argument 'rank'"),
+     "Invalid fields for --lora-modules: {\"name\": \"a\", \"path\": \"/p\", \"rank\": 8} - "
+     "LoRAModulePath.__init__() got an unexpected keyword argument 'rank'"),
     (["--enable-lora", "--lora-modules", '{"name": "a", "path": "/p"'], 2, "Invalid JSON format for --lora-modules"),
     (["--enable-lora", "--lora-modules", '{"name": "a"}'], 2, "missing 1 required positional argument: 'path'"),
     (["--enable-lora", "--lora-modules"], 2, "argument --lora-modules: expected at least one argument"),

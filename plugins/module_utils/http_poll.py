@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmops.gce_vllm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""HTTP helpers shared by llmops.gce_vllm.http_health and llmops.gce_vllm.vllm_models.
+"""HTTP polling helpers shared by llmops.gce_vllm.http_health and llmops.gce_vllm.vllm_models.
 
 Runs on the managed host (Python 3.9+), standard library plus ansible.module_utils only:
 - http_get(): one GET through ansible.module_utils.urls.open_url, never raising; the outcome is an
