@@ -204,7 +204,8 @@ def main():
             module.fail_json(msg='nvidia_smi=%s does not exist or is not executable; point nvidia_smi at the '
                                  'nvidia-smi program of the NVIDIA driver.' % smi)
     else:
-        smi = module.get_bin_path('nvidia-smi', opt_dirs=SEARCH_DIRS)
+        # PATH first (get_bin_path would search opt_dirs before PATH), then the usual driver locations.
+        smi = module.get_bin_path('nvidia-smi') or module.get_bin_path('nvidia-smi', opt_dirs=SEARCH_DIRS)
         if not smi:
             module.fail_json(msg='nvidia-smi was not found in PATH or %s: this host has no NVIDIA driver '
                                  '(use an image with the driver, e.g. ubuntu-accelerator-2204-amd64-with-nvidia-580) '
