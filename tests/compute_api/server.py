@@ -1,0 +1,1502 @@
+#!/usr/bin/env python3
+"""A local stand-in of the Compute Engine v1 REST API, for tests and `make demo`.
+
+Speaks the REST paths the collection uses (see README.md beside this file) and validates every request
+(path and query parameters, request bodies) against Google's own discovery document. State lives in memory,
+optionally persisted to a JSON file. Faults (429/503 bursts, dropped connections, failed operations) can be
+injected. Instances can be backed by real test hosts: each inserted instance takes the next address of the
+host pool as its networkIP and natIP.
+
+CLI:    python tests/compute_api/server.py --port 0 --port-file F [--host-pool IP,...] [--state FILE] ...
+Python: api = ComputeApiServer(...); api.start(); api.endpoint -> "http://127.0.0.1:PORT/compute/v1/"; api.stop()
+Stdlib only (plus the discovery document of google-api-python-client).
+"""
+import argparse
+import base64
+import copy
+import hashlib
+import ipaddress
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+try:
+    from .discovery import Discovery
+except ImportError:  # run as a script: python tests/compute_api/server.py
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from discovery import Discovery  # noqa: E402  pylint: disable=wrong-import-position
+
+BASE_PATH = "/compute/v1/"
+SELF_LINK_BASE = "https://www.googleapis.com/compute/v1/"
+DEFAULT_PROJECT = "llmops-demo"
+
+# ---------------------------------------------------------------------------------------------- catalogue
+# Stand-in catalogue (names as Compute uses them; which zone offers what is made up for tests).
+ZONES = [
+    "asia-northeast3-a", "asia-northeast3-b", "asia-northeast3-c", "asia-northeast1-a", "asia-northeast1-b",
+    "asia-east1-a", "asia-east1-b", "asia-southeast1-a", "us-central1-a", "us-central1-b", "us-central1-c",
+    "us-central1-f", "us-east1-b", "us-east1-c", "us-east1-d", "us-west1-a", "us-west1-b", "europe-west4-a",
+    "europe-west4-b", "europe-west1-b",
+]
+# zones without nvidia-l4 here (to test the preflight)
+NO_L4_ZONES = {"us-east1-d", "europe-west1-b"}
+ACCELERATORS = {
+    "nvidia-l4": ("NVIDIA L4", 8),
+    "nvidia-tesla-t4": ("NVIDIA T4", 4),
+    "nvidia-h100-80gb": ("NVIDIA H100 80GB", 8),
+}
+# name -> (guestCpus, memoryMb, accelerators)
+MACHINE_TYPES = {
+    "e2-standard-2": (2, 8192, None),
+    "e2-standard-4": (4, 16384, None),
+    "n1-standard-4": (4, 15360, None),
+    "n1-standard-8": (8, 30720, None),
+    "n2-standard-4": (4, 16384, None),
+    "g2-standard-4": (4, 16384, ("nvidia-l4", 1)),
+    "g2-standard-8": (8, 32768, ("nvidia-l4", 1)),
+    "g2-standard-12": (12, 49152, ("nvidia-l4", 1)),
+    "g2-standard-16": (16, 65536, ("nvidia-l4", 1)),
+    "g2-standard-24": (24, 98304, ("nvidia-l4", 2)),
+    "g2-standard-32": (32, 131072, ("nvidia-l4", 1)),
+    "g2-standard-48": (48, 196608, ("nvidia-l4", 4)),
+    "g2-standard-96": (96, 393216, ("nvidia-l4", 8)),
+    "a3-highgpu-8g": (208, 1916928, ("nvidia-h100-80gb", 8)),
+}
+DISK_TYPES = ("pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced")
+# project -> [(name, family, created, deprecated-state or None, diskSizeGb)]
+IMAGES = {
+    "ubuntu-os-accelerator-images": [
+        ("ubuntu-accelerator-2204-amd64-with-nvidia-580-v20251015", "ubuntu-accelerator-2204-amd64-with-nvidia-580",
+         "2025-10-15T10:00:00.000-07:00", "DEPRECATED", "10"),
+        ("ubuntu-accelerator-2204-amd64-with-nvidia-580-v20260115", "ubuntu-accelerator-2204-amd64-with-nvidia-580",
+         "2026-01-15T10:00:00.000-07:00", None, "10"),
+        ("ubuntu-accelerator-2204-amd64-with-nvidia-580-v20260210", "ubuntu-accelerator-2204-amd64-with-nvidia-580",
+         "2026-02-10T10:00:00.000-07:00", None, "10"),
+        ("ubuntu-accelerator-2204-amd64-with-nvidia-580-v20260301", "ubuntu-accelerator-2204-amd64-with-nvidia-580",
+         "2026-03-01T10:00:00.000-07:00", "DEPRECATED", "10"),
+        ("ubuntu-accelerator-2404-amd64-with-nvidia-580-v20260210", "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+         "2026-02-10T11:00:00.000-07:00", None, "10"),
+        ("ubuntu-accelerator-2204-amd64-with-nvidia-550-v20250601", "ubuntu-accelerator-2204-amd64-with-nvidia-550",
+         "2025-06-01T10:00:00.000-07:00", "OBSOLETE", "10"),
+    ],
+    "deeplearning-platform-release": [
+        ("common-cu128-ubuntu-2204-nvidia-570-v20260120", "common-cu128-ubuntu-2204-nvidia-570",
+         "2026-01-20T10:00:00.000-07:00", None, "50"),
+        ("pytorch-2-7-cu128-ubuntu-2204-nvidia-570-v20260120", "pytorch-2-7-cu128-ubuntu-2204-nvidia-570",
+         "2026-01-20T11:00:00.000-07:00", None, "100"),
+    ],
+    "debian-cloud": [
+        ("debian-12-bookworm-v20260114", "debian-12", "2026-01-14T10:00:00.000-07:00", None, "10"),
+    ],
+}
+
+
+def now_rfc3339():
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
+def _id(seed):
+    return str(int(hashlib.sha256(seed.encode()).hexdigest()[:15], 16))
+
+
+def fingerprint(value):
+    return base64.b64encode(hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest()[:8]).decode()
+
+
+def basename(link):
+    return str(link).rstrip("/").rsplit("/", 1)[-1] if link else link
+
+
+class ApiError(Exception):
+    """An error answer: Google's JSON error body."""
+
+    def __init__(self, code, message, reason=None, errors=None, status=None, headers=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason or {400: "invalid", 401: "required", 403: "forbidden", 404: "notFound",
+                                 409: "alreadyExists", 412: "conditionNotMet", 429: "rateLimitExceeded",
+                                 501: "notImplemented", 503: "backendError"}.get(code, "backendError")
+        self.errors = errors or [{"message": message, "domain": "global", "reason": self.reason}]
+        self.status = status or {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                                 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 412: "FAILED_PRECONDITION",
+                                 429: "RESOURCE_EXHAUSTED", 501: "UNIMPLEMENTED",
+                                 503: "UNAVAILABLE"}.get(code, "INTERNAL")
+        self.headers = headers or {}
+
+    def body(self):
+        return {"error": {"code": self.code, "message": self.message, "errors": self.errors,
+                          "status": self.status}}
+
+
+def bad(message, reason="invalid"):
+    return ApiError(400, message, reason)
+
+
+def not_found(kind_path):
+    return ApiError(404, "The resource '%s' was not found" % kind_path)
+
+
+class _DropConnection(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- filters
+_TERM_RE = re.compile(r'\s*(?:(\()|(\))|(AND|OR)\b|([A-Za-z_][A-Za-z0-9_.]*)\s*(!=|=|:|>|<|\beq\b|\bne\b)\s*'
+                      r'("(?:[^"\\]|\\.)*"|[^\s()]+))')
+
+
+def parse_filter(text):
+    """A predicate for the Compute list filter syntax (subset): FIELD (=|!=|:|>|<) VALUE, FIELD eq|ne REGEX,
+    terms joined by AND (explicit or implicit) and OR, parentheses. Values may be quoted; = and != accept
+    the * wildcard."""
+    tokens = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TERM_RE.match(text, pos)
+        if not m or m.end() == pos:
+            raise bad("Invalid value for field 'filter': '%s'. Invalid list filter expression." % text)
+        pos = m.end()
+        if m.group(1):
+            tokens.append(("(",))
+        elif m.group(2):
+            tokens.append((")",))
+        elif m.group(3):
+            tokens.append((m.group(3),))
+        else:
+            value = m.group(6)
+            if value.startswith('"'):
+                value = json.loads(value)
+            tokens.append(("cmp", m.group(4), m.group(5).strip(), value))
+    tokens.append(("END",))
+    idx = [0]
+
+    def peek():
+        return tokens[idx[0]]
+
+    def take():
+        tok = tokens[idx[0]]
+        idx[0] += 1
+        return tok
+
+    def parse_or():
+        left = parse_and()
+        while peek()[0] == "OR":
+            take()
+            right = parse_and()
+            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
+        return left
+
+    def parse_and():
+        left = parse_atom()
+        while peek()[0] in ("AND", "(", "cmp"):
+            if peek()[0] == "AND":
+                take()
+            right = parse_atom()
+            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
+        return left
+
+    def parse_atom():
+        tok = take()
+        if tok[0] == "(":
+            inner = parse_or()
+            if take()[0] != ")":
+                raise bad("Invalid value for field 'filter': '%s'. Unbalanced parentheses." % text)
+            return inner
+        if tok[0] == "cmp":
+            return _comparison(tok[1], tok[2], tok[3])
+        raise bad("Invalid value for field 'filter': '%s'. Invalid list filter expression." % text)
+
+    pred = parse_or()
+    if peek()[0] != "END":
+        raise bad("Invalid value for field 'filter': '%s'. Invalid list filter expression." % text)
+    return pred
+
+
+def _values_at(resource, path):
+    values = [resource]
+    for part in path.split("."):
+        nxt = []
+        for v in values:
+            if isinstance(v, list):
+                v = [x.get(part) for x in v if isinstance(x, dict)]
+                nxt.extend(x for x in v if x is not None)
+            elif isinstance(v, dict) and part in v:
+                nxt.append(v[part])
+        values = nxt
+    flat = []
+    for v in values:
+        if isinstance(v, list):
+            flat.extend(v)
+        else:
+            flat.append(v)
+    return [("true" if v is True else "false" if v is False else str(v)) for v in flat
+            if not isinstance(v, dict)]
+
+
+def _comparison(field, op, value):
+    if op in ("eq", "ne"):
+        rx = re.compile(value)
+
+        def match(v):
+            return bool(rx.fullmatch(v))
+    else:
+        rx = re.compile("^" + ".*".join(re.escape(p) for p in value.split("*")) + "$")
+
+        def match(v):
+            return bool(rx.match(v))
+
+    def pred(resource):
+        values = _values_at(resource, field)
+        if op in ("=", "eq"):
+            return any(match(v) for v in values)
+        if op in ("!=", "ne"):
+            return not any(match(v) for v in values)
+        if op == ":":
+            return value == "*" and bool(values) or any(match(v) for v in values)
+        try:
+            num = float(value)
+            nums = [float(v) for v in values]
+        except ValueError:
+            num, nums = value, values
+        if op == ">":
+            return any(v > num for v in nums)
+        return any(v < num for v in nums)
+    return pred
+
+
+# ---------------------------------------------------------------------------------------------- state
+class State(object):
+    """Everything the API knows, per project. All access under ComputeApi.lock."""
+
+    def __init__(self):
+        self.projects = {}
+        self.operations = {}  # op name -> operation dict (+ private keys starting with _)
+        self.request_ids = {}  # requestId -> op name
+        self.counter = itertools.count(1)
+
+    def project(self, name):
+        proj = self.projects.get(name)
+        if proj is None:
+            proj = {"instances": {}, "firewalls": {}, "disks": {},
+                    "networks": {"default": None}}
+            self.projects[name] = proj
+        return proj
+
+    def to_json(self):
+        return {"projects": self.projects,
+                "operations": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")}
+                               for k, v in self.operations.items()}}
+
+
+class ComputeApi(object):
+    """The API's behaviour, independent of HTTP."""
+
+    def __init__(self, discovery=None, projects=None, host_pool=None, op_polls=2, op_seconds=5.0,
+                 state_file=None, self_link_base=SELF_LINK_BASE, token=None, log=None):
+        self.discovery = discovery or Discovery()
+        self.allowed_projects = set(projects) if projects else None
+        self.host_pool = list(host_pool or [])
+        self.op_polls = max(0, int(op_polls))
+        self.op_seconds = float(op_seconds)
+        self.state_file = state_file
+        self.base = self_link_base
+        self.token = token
+        self.log = log
+        self.lock = threading.RLock()
+        self.state = State()
+        self.faults = []
+        self.requests = []
+        self._used_hosts = set()
+        self._fake_ext = ipaddress.ip_network("203.0.113.0/24").hosts()
+        self._fake_int = ipaddress.ip_network("10.128.0.0/20").hosts()
+        if state_file and os.path.exists(state_file):
+            self._load(state_file)
+
+    # ------------------------------------------------------------------ persistence
+    def _load(self, path):
+        with open(path) as f:
+            data = json.load(f)
+        self.state.projects = data.get("projects") or {}
+        for name, op in (data.get("operations") or {}).items():
+            op = dict(op)
+            op["status"] = "DONE"
+            self.state.operations[name] = op
+        used = set()
+        for proj in self.state.projects.values():
+            for zone in proj["instances"].values():
+                for inst in zone.values():
+                    for nic in inst.get("networkInterfaces") or ():
+                        used.add(nic.get("networkIP"))
+                        for ac in nic.get("accessConfigs") or ():
+                            used.add(ac.get("natIP"))
+        self._used_hosts = used
+
+    def save(self):
+        if not self.state_file:
+            return
+        tmp = "%s.tmp.%d" % (self.state_file, os.getpid())
+        with open(tmp, "w") as f:
+            json.dump(self.state.to_json(), f, sort_keys=True)
+        os.replace(tmp, self.state_file)
+
+    def reset(self):
+        with self.lock:
+            self.state = State()
+            self.faults = []
+            self.requests = []
+            self.save()
+
+    # ------------------------------------------------------------------ links
+    def link(self, *parts):
+        return self.base + "/".join(parts)
+
+    def zone_link(self, project, zone):
+        return self.link("projects", project, "zones", zone)
+
+    def check_project(self, project):
+        if self.allowed_projects is not None and project not in self.allowed_projects:
+            raise ApiError(404, "The resource 'projects/%s' was not found" % project)
+
+    def check_zone(self, project, zone):
+        if zone not in ZONES:
+            raise bad("Invalid value for field 'zone': '%s'. Unknown zone." % zone)
+
+    # ------------------------------------------------------------------ faults
+    def add_faults(self, rules):
+        if isinstance(rules, dict):
+            rules = [rules]
+        with self.lock:
+            for rule in rules:
+                rule = dict(rule)
+                kind = rule.get("kind", "status")
+                if kind not in ("status", "drop", "operation_error", "delay"):
+                    raise bad("fault kind must be status, drop, operation_error or delay, got %r" % kind)
+                rule["kind"] = kind
+                rule.setdefault("count", 1)
+                self.faults.append(rule)
+
+    def _take_fault(self, kinds, method=None, path=None, op_type=None):
+        with self.lock:
+            for rule in self.faults:
+                if rule["kind"] not in kinds or rule["count"] == 0:
+                    continue
+                if rule.get("method") and method and rule["method"].upper() != method:
+                    continue
+                if rule.get("path") and path is not None and not re.search(rule["path"], path):
+                    continue
+                if rule.get("operation_type") and op_type and rule["operation_type"] != op_type:
+                    continue
+                if rule["count"] > 0:
+                    rule["count"] -= 1
+                rule["hits"] = rule.get("hits", 0) + 1
+                return dict(rule)
+        return None
+
+    # ------------------------------------------------------------------ addresses
+    def _allocate(self, external):
+        used = self._used_hosts
+        if self.host_pool:
+            for addr in self.host_pool:
+                if addr not in used:
+                    used.add(addr)
+                    return addr, (addr if external else None)
+            raise ApiError(503, "local Compute API: every address of the host pool (%s) is taken; add test "
+                                "hosts with POST /_admin/host-pool" % ", ".join(self.host_pool),
+                           reason="resourceExhausted", status="RESOURCE_EXHAUSTED")
+        internal = str(next(self._fake_int))
+        nat = str(next(self._fake_ext)) if external else None
+        return internal, nat
+
+    def _release(self, inst):
+        used = self._used_hosts
+        for nic in inst.get("networkInterfaces") or ():
+            used.discard(nic.get("networkIP"))
+            for ac in nic.get("accessConfigs") or ():
+                used.discard(ac.get("natIP"))
+
+    # ------------------------------------------------------------------ operations
+    def _new_operation(self, project, op_type, target_link, zone=None, on_done=None, on_error=None,
+                       request_id=None):
+        n = next(self.state.counter)
+        name = "operation-%d-%s" % (int(time.time() * 1000), uuid.uuid4().hex[:12])
+        scope = ("zones/%s" % zone) if zone else "global"
+        op = {
+            "kind": "compute#operation",
+            "id": _id(name),
+            "name": name,
+            "operationType": op_type,
+            "targetLink": target_link,
+            "targetId": _id(target_link),
+            "status": "PENDING",
+            "user": "local-api@llmops.test",
+            "progress": 0,
+            "insertTime": now_rfc3339(),
+            "selfLink": self.link("projects", project, scope, "operations", name),
+        }
+        if zone:
+            op["zone"] = self.zone_link(project, zone)
+        op["_n"] = n
+        op["_polls"] = 0
+        op["_created"] = time.monotonic()
+        op["_on_done"] = on_done
+        fault = self._take_fault(("operation_error",), op_type=op_type, path=target_link)
+        if fault:
+            op["_error"] = {"errors": [{
+                "code": fault.get("code", "ZONE_RESOURCE_POOL_EXHAUSTED"),
+                "message": fault.get("message", "The zone '%s' does not have enough resources available to fulfill "
+                                                "the request. Try a different zone, or try again later."
+                                     % (op.get("zone") or "global").replace(self.base, "")),
+            }]}
+            op["_on_done"] = on_error
+        self.state.operations[name] = op
+        if request_id:
+            self.state.request_ids[request_id] = name
+        if self.op_polls == 0:
+            self._finish(op)
+        return op
+
+    def _finish(self, op):
+        if op["status"] == "DONE":
+            return
+        op["status"] = "DONE"
+        op["progress"] = 100
+        op.setdefault("startTime", now_rfc3339())
+        op["endTime"] = now_rfc3339()
+        if op.get("_error"):
+            op["error"] = op["_error"]
+            op["httpErrorStatusCode"] = 503
+            op["httpErrorMessage"] = "SERVICE UNAVAILABLE"
+        callback = op.pop("_on_done", None)
+        if callback:
+            callback()
+        self.save()
+
+    def _advance(self, op, poll=True):
+        if op["status"] == "DONE":
+            return
+        if poll:
+            op["_polls"] += 1
+        if op["_polls"] >= self.op_polls or time.monotonic() - op["_created"] >= self.op_seconds:
+            self._finish(op)
+        elif op["status"] == "PENDING":
+            op["status"] = "RUNNING"
+            op["startTime"] = now_rfc3339()
+            op["progress"] = 50
+
+    def settle(self):
+        """Finish operations that are older than op_seconds (called on every request)."""
+        limit = time.monotonic() - self.op_seconds
+        for op in list(self.state.operations.values()):
+            if op["status"] != "DONE" and op["_created"] <= limit:
+                self._finish(op)
+
+    @staticmethod
+    def public(resource):
+        return {k: v for k, v in resource.items() if not k.startswith("_")}
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, http_method, path, query, body):
+        """(status, json) for one API request; raises ApiError."""
+        method, params = self.discovery.route(http_method, path)
+        if method is None:
+            allowed = self.discovery.known_path(path)
+            if allowed:
+                raise ApiError(405, "Method %s is not allowed on %s (allowed: %s)" % (http_method, path,
+                                                                                        ", ".join(allowed)),
+                               reason="httpMethodNotAllowed", status="INVALID_ARGUMENT")
+            raise ApiError(404, "The requested URL /compute/v1/%s was not found on this server." % path,
+                           reason="notFound")
+        violations = self.discovery.check_params(method, params, query)
+        violations += self.discovery.check_body(method, body)
+        if violations:
+            raise ApiError(400, violations[0].message, errors=[v.as_error() for v in violations])
+        handler = getattr(self, "m_" + method.id.split(".", 1)[1].replace(".", "_"), None)
+        if handler is None:
+            raise ApiError(501, "local Compute API: %s is not implemented (the discovery document knows it)"
+                           % method.id)
+        q = {k: v[-1] for k, v in query.items()}
+        with self.lock:
+            self.settle()
+            if "project" in params:
+                self.check_project(params["project"])
+            if "zone" in params:
+                self.check_zone(params["project"], params["zone"])
+            request_id = q.get("requestId")
+            if request_id and request_id in self.state.request_ids:
+                op = self.state.operations.get(self.state.request_ids[request_id])
+                if op is not None:
+                    return 200, self.public(op)
+            result = handler(params, q, body or {})
+            if isinstance(result, dict) and result.get("kind") == "compute#operation" and request_id:
+                self.state.request_ids[request_id] = result["name"]
+            if isinstance(result, dict) and "_n" in result:
+                result = self.public(result)
+            return 200, result
+
+    # ------------------------------------------------------------------ lists
+    def _page(self, items, q, kind, self_link, key="items"):
+        pred = parse_filter(q["filter"]) if q.get("filter") else None
+        if pred:
+            items = [i for i in items if pred(i)]
+        max_results = int(q.get("maxResults") or 500)
+        max_results = min(max_results, 500) or 500
+        offset = self._decode_token(q.get("pageToken"))
+        page = items[offset:offset + max_results]
+        out = {"kind": kind, "id": self_link.replace(self.base, ""), "selfLink": self_link}
+        out[key] = page
+        if offset + max_results < len(items):
+            out["nextPageToken"] = self._encode_token(offset + max_results)
+        return out
+
+    @staticmethod
+    def _encode_token(offset):
+        return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+
+    @staticmethod
+    def _decode_token(token):
+        if not token:
+            return 0
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            return int(data["o"])
+        except (ValueError, KeyError, TypeError):
+            raise bad("Invalid value for field 'pageToken': '%s'. Invalid page token." % token)
+
+    # ------------------------------------------------------------------ zones, types, images
+    def _zone_resource(self, project, zone):
+        region = zone.rsplit("-", 1)[0]
+        return {"kind": "compute#zone", "id": _id(zone), "name": zone, "status": "UP",
+                "description": zone, "region": self.link("projects", project, "regions", region),
+                "selfLink": self.zone_link(project, zone), "availableCpuPlatforms": ["Intel Cascade Lake"]}
+
+    def m_zones_get(self, p, q, body):
+        if p["zone"] not in ZONES:
+            raise not_found("projects/%s/zones/%s" % (p["project"], p["zone"]))
+        return self._zone_resource(p["project"], p["zone"])
+
+    def m_zones_list(self, p, q, body):
+        items = [self._zone_resource(p["project"], z) for z in ZONES]
+        return self._page(items, q, "compute#zoneList", self.link("projects", p["project"], "zones"))
+
+    def _accelerators_in(self, zone):
+        names = [n for n in ACCELERATORS if not (n == "nvidia-l4" and zone in NO_L4_ZONES)]
+        if not zone.startswith(("us-central1", "europe-west4", "asia-northeast1")):
+            names = [n for n in names if n != "nvidia-h100-80gb"]
+        return names
+
+    def _accelerator_resource(self, project, zone, name):
+        desc, max_per = ACCELERATORS[name]
+        return {"kind": "compute#acceleratorType", "id": _id(zone + name), "name": name, "description": desc,
+                "zone": self.zone_link(project, zone), "maximumCardsPerInstance": max_per,
+                "selfLink": self.link("projects", project, "zones", zone, "acceleratorTypes", name),
+                "creationTimestamp": "1969-12-31T16:00:00.000-08:00"}
+
+    def m_acceleratorTypes_get(self, p, q, body):
+        if p["acceleratorType"] not in self._accelerators_in(p["zone"]):
+            raise not_found("projects/%s/zones/%s/acceleratorTypes/%s" % (p["project"], p["zone"],
+                                                                          p["acceleratorType"]))
+        return self._accelerator_resource(p["project"], p["zone"], p["acceleratorType"])
+
+    def m_acceleratorTypes_list(self, p, q, body):
+        items = [self._accelerator_resource(p["project"], p["zone"], n) for n in self._accelerators_in(p["zone"])]
+        return self._page(items, q, "compute#acceleratorTypeList",
+                          self.link("projects", p["project"], "zones", p["zone"], "acceleratorTypes"))
+
+    def _machine_types_in(self, zone):
+        names = list(MACHINE_TYPES)
+        if zone in NO_L4_ZONES:
+            names = [n for n in names if not n.startswith("g2-")]
+        if "nvidia-h100-80gb" not in self._accelerators_in(zone):
+            names = [n for n in names if not n.startswith("a3-")]
+        return names
+
+    def _machine_type_resource(self, project, zone, name):
+        cpus, mem, acc = MACHINE_TYPES[name]
+        res = {"kind": "compute#machineType", "id": _id(zone + name), "name": name,
+               "description": "%d vCPUs, %d GB RAM" % (cpus, mem // 1024), "guestCpus": cpus, "memoryMb": mem,
+               "maximumPersistentDisks": 128, "maximumPersistentDisksSizeGb": "263168", "isSharedCpu": False,
+               "zone": zone, "architecture": "X86_64",
+               "selfLink": self.link("projects", project, "zones", zone, "machineTypes", name),
+               "creationTimestamp": "1969-12-31T16:00:00.000-08:00"}
+        if acc:
+            res["accelerators"] = [{"guestAcceleratorType": acc[0], "guestAcceleratorCount": acc[1]}]
+        return res
+
+    def m_machineTypes_get(self, p, q, body):
+        if p["machineType"] not in self._machine_types_in(p["zone"]):
+            raise not_found("projects/%s/zones/%s/machineTypes/%s" % (p["project"], p["zone"], p["machineType"]))
+        return self._machine_type_resource(p["project"], p["zone"], p["machineType"])
+
+    def m_machineTypes_list(self, p, q, body):
+        items = [self._machine_type_resource(p["project"], p["zone"], n) for n in self._machine_types_in(p["zone"])]
+        return self._page(items, q, "compute#machineTypeList",
+                          self.link("projects", p["project"], "zones", p["zone"], "machineTypes"))
+
+    def _image_resource(self, project, entry):
+        name, family, created, deprecated, size = entry
+        res = {"kind": "compute#image", "id": _id(project + name), "name": name, "family": family,
+               "creationTimestamp": created, "status": "READY", "sourceType": "RAW", "diskSizeGb": size,
+               "archiveSizeBytes": "3421541376", "architecture": "X86_64",
+               "description": "Canonical, Ubuntu, %s" % name if project.startswith("ubuntu") else name,
+               "selfLink": self.link("projects", project, "global", "images", name),
+               "guestOsFeatures": [{"type": "UEFI_COMPATIBLE"}, {"type": "VIRTIO_SCSI_MULTIQUEUE"},
+                                   {"type": "GVNIC"}],
+               "licenses": [self.link("projects", project, "global", "licenses", family)]}
+        if deprecated:
+            res["deprecated"] = {"state": deprecated}
+        return res
+
+    def _images(self, project):
+        if project not in IMAGES and self.allowed_projects is not None:
+            self.check_project(project)
+        return [self._image_resource(project, e) for e in IMAGES.get(project, ())]
+
+    def m_images_get(self, p, q, body):
+        for img in self._images(p["project"]):
+            if img["name"] == p["image"]:
+                return img
+        raise not_found("projects/%s/global/images/%s" % (p["project"], p["image"]))
+
+    def m_images_getFromFamily(self, p, q, body):
+        live = [i for i in self._images(p["project"]) if i["family"] == p["family"]
+                and (i.get("deprecated") or {}).get("state") not in ("DEPRECATED", "OBSOLETE", "DELETED")]
+        if not live:
+            raise not_found("projects/%s/global/images/family/%s" % (p["project"], p["family"]))
+        return max(live, key=lambda i: i["creationTimestamp"])
+
+    def m_images_list(self, p, q, body):
+        return self._page(self._images(p["project"]), q, "compute#imageList",
+                          self.link("projects", p["project"], "global", "images"))
+
+    def m_diskTypes_get(self, p, q, body):
+        if p["diskType"] not in DISK_TYPES:
+            raise not_found("projects/%s/zones/%s/diskTypes/%s" % (p["project"], p["zone"], p["diskType"]))
+        return {"kind": "compute#diskType", "name": p["diskType"], "zone": self.zone_link(p["project"], p["zone"]),
+                "selfLink": self.link("projects", p["project"], "zones", p["zone"], "diskTypes", p["diskType"]),
+                "validDiskSize": "10GB-65536GB", "defaultDiskSizeGb": "500"}
+
+    # ------------------------------------------------------------------ networks
+    def _network(self, project, name):
+        proj = self.state.project(project)
+        if name not in proj["networks"]:
+            return None
+        return {"kind": "compute#network", "id": _id(project + name), "name": name,
+                "autoCreateSubnetworks": True, "routingConfig": {"routingMode": "REGIONAL"},
+                "selfLink": self.link("projects", project, "global", "networks", name),
+                "creationTimestamp": "2026-01-01T00:00:00.000-08:00"}
+
+    def m_networks_get(self, p, q, body):
+        net = self._network(p["project"], p["network"])
+        if net is None:
+            raise not_found("projects/%s/global/networks/%s" % (p["project"], p["network"]))
+        return net
+
+    def m_networks_list(self, p, q, body):
+        proj = self.state.project(p["project"])
+        items = [self._network(p["project"], n) for n in sorted(proj["networks"])]
+        return self._page(items, q, "compute#networkList", self.link("projects", p["project"], "global", "networks"))
+
+    def _resolve_network(self, project, value, where):
+        if not value:
+            value = "global/networks/default"
+        m = re.search(r"(?:^|/)(?:projects/([^/]+)/)?global/networks/([^/]+)$", value)
+        if not m:
+            raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where, value))
+        net_project = m.group(1) or project
+        if self._network(net_project, m.group(2)) is None:
+            raise not_found("projects/%s/global/networks/%s" % (net_project, m.group(2)))
+        return self.link("projects", net_project, "global", "networks", m.group(2))
+
+    # ------------------------------------------------------------------ operations API
+    def _op(self, p, scope):
+        op = self.state.operations.get(p["operation"])
+        if op is None or not op["selfLink"].endswith("/projects/%s/%s/operations/%s" % (p["project"], scope,
+                                                                                       p["operation"])):
+            raise not_found("projects/%s/%s/operations/%s" % (p["project"], scope, p["operation"]))
+        return op
+
+    def m_zoneOperations_get(self, p, q, body):
+        op = self._op(p, "zones/%s" % p["zone"])
+        self._advance(op)
+        return op
+
+    m_zoneOperations_wait = m_zoneOperations_get
+
+    def m_globalOperations_get(self, p, q, body):
+        op = self._op(p, "global")
+        self._advance(op)
+        return op
+
+    m_globalOperations_wait = m_globalOperations_get
+
+    def m_zoneOperations_list(self, p, q, body):
+        items = [self.public(o) for o in self.state.operations.values()
+                 if o.get("zone", "").endswith("/projects/%s/zones/%s" % (p["project"], p["zone"]))]
+        return self._page(items, q, "compute#operationList",
+                          self.link("projects", p["project"], "zones", p["zone"], "operations"))
+
+    def m_globalOperations_list(self, p, q, body):
+        items = [self.public(o) for o in self.state.operations.values()
+                 if "/projects/%s/global/" % p["project"] in o["selfLink"]]
+        return self._page(items, q, "compute#operationList",
+                          self.link("projects", p["project"], "global", "operations"))
+
+    # ------------------------------------------------------------------ firewalls
+    def _firewall_from_body(self, project, body, old=None):
+        fw = copy.deepcopy(old) if old else {}
+        for key, value in body.items():
+            if key in ("kind", "id", "creationTimestamp", "selfLink"):
+                continue  # output only
+            if value is None:
+                fw.pop(key, None)
+            else:
+                fw[key] = copy.deepcopy(value)
+        name = fw.get("name")
+        if old and name != old["name"]:
+            raise bad("Invalid value for field 'resource.name': '%s'. The name of a firewall rule cannot be "
+                      "changed." % name)
+        network = self._resolve_network(project, fw.get("network"), "resource.network")
+        if old and network != old["network"]:
+            raise bad("Invalid value for field 'resource.network': '%s'. The network of a firewall rule cannot "
+                      "be changed." % fw.get("network"))
+        fw["network"] = network
+        fw.setdefault("direction", "INGRESS")
+        if old and fw["direction"] != old["direction"]:
+            raise bad("Invalid value for field 'resource.direction': '%s'. The direction of a firewall rule "
+                      "cannot be changed." % fw["direction"])
+        fw.setdefault("priority", 1000)
+        if not 0 <= int(fw["priority"]) <= 65535:
+            raise bad("Invalid value for field 'resource.priority': '%s'. Must be between 0 and 65535."
+                      % fw["priority"])
+        if bool(fw.get("allowed")) == bool(fw.get("denied")):
+            raise bad("Invalid value for field 'resource': exactly one of 'allowed' or 'denied' must be set.")
+        for i, rule in enumerate(fw.get("allowed") or fw.get("denied")):
+            which = "allowed" if fw.get("allowed") else "denied"
+            proto = rule.get("IPProtocol")
+            if not proto:
+                raise bad("Required field 'resource.%s[%d].IPProtocol' not specified" % (which, i), "required")
+            if proto not in ("tcp", "udp", "icmp", "esp", "ah", "ipip", "sctp", "all") and not proto.isdigit():
+                raise bad("Invalid value for field 'resource.%s[%d].IPProtocol': '%s'." % (which, i, proto))
+            for port in rule.get("ports") or ():
+                m = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", port)
+                if proto not in ("tcp", "udp", "sctp") or not m or not (
+                        1 <= int(m.group(1)) <= int(m.group(2) or m.group(1)) <= 65535):
+                    raise bad("Invalid value for field 'resource.%s[%d].ports[0]': '%s'. Invalid port "
+                              "specification." % (which, i, port))
+        for key in ("sourceRanges", "destinationRanges"):
+            for value in fw.get(key) or ():
+                try:
+                    ipaddress.ip_network(value, strict=False)
+                except ValueError:
+                    raise bad("Invalid value for field 'resource.%s': '%s'. Must be a CIDR address range."
+                              % (key, value))
+        if fw["direction"] == "INGRESS" and not (fw.get("sourceRanges") or fw.get("sourceTags")
+                                                 or fw.get("sourceServiceAccounts")):
+            fw["sourceRanges"] = ["0.0.0.0/0"]  # the API's documented default for an ingress rule
+        fw.setdefault("disabled", False)
+        fw.setdefault("logConfig", {"enable": False})
+        fw.setdefault("description", "")
+        fw["kind"] = "compute#firewall"
+        fw["selfLink"] = self.link("projects", project, "global", "firewalls", name)
+        fw.setdefault("id", _id(project + name + str(time.time())))
+        fw.setdefault("creationTimestamp", now_rfc3339())
+        return fw
+
+    def m_firewalls_get(self, p, q, body):
+        fw = self.state.project(p["project"])["firewalls"].get(p["firewall"])
+        if fw is None:
+            raise not_found("projects/%s/global/firewalls/%s" % (p["project"], p["firewall"]))
+        return fw
+
+    def m_firewalls_list(self, p, q, body):
+        items = sorted(self.state.project(p["project"])["firewalls"].values(), key=lambda f: f["name"])
+        return self._page(items, q, "compute#firewallList",
+                          self.link("projects", p["project"], "global", "firewalls"))
+
+    def m_firewalls_insert(self, p, q, body):
+        proj = self.state.project(p["project"])
+        if body.get("name") in proj["firewalls"]:
+            raise ApiError(409, "The resource 'projects/%s/global/firewalls/%s' already exists"
+                           % (p["project"], body["name"]))
+        fw = self._firewall_from_body(p["project"], body)
+        proj["firewalls"][fw["name"]] = fw
+        self.save()
+        return self._new_operation(p["project"], "insert", fw["selfLink"], request_id=q.get("requestId"),
+                                   on_error=lambda: proj["firewalls"].pop(fw["name"], None))
+
+    def _firewall_change(self, p, q, body, merge, op_type):
+        proj = self.state.project(p["project"])
+        old = proj["firewalls"].get(p["firewall"])
+        if old is None:
+            raise not_found("projects/%s/global/firewalls/%s" % (p["project"], p["firewall"]))
+        body = dict(body)
+        body.setdefault("name", p["firewall"])
+        if merge:
+            fw = self._firewall_from_body(p["project"], body, old)
+        else:
+            keep = {k: old[k] for k in ("id", "creationTimestamp", "name")}
+            fw = self._firewall_from_body(p["project"], body, None)
+            fw.update(keep)
+            if fw["network"] != old["network"] or fw["direction"] != old["direction"]:
+                raise bad("Invalid value for field 'resource': the network and direction of a firewall rule "
+                          "cannot be changed.")
+        proj["firewalls"][p["firewall"]] = fw
+        self.save()
+        return self._new_operation(p["project"], op_type, fw["selfLink"], request_id=q.get("requestId"),
+                                   on_error=lambda: proj["firewalls"].__setitem__(p["firewall"], old))
+
+    def m_firewalls_patch(self, p, q, body):
+        return self._firewall_change(p, q, body, True, "patch")
+
+    def m_firewalls_update(self, p, q, body):
+        return self._firewall_change(p, q, body, False, "update")
+
+    def m_firewalls_delete(self, p, q, body):
+        proj = self.state.project(p["project"])
+        fw = proj["firewalls"].get(p["firewall"])
+        if fw is None:
+            raise not_found("projects/%s/global/firewalls/%s" % (p["project"], p["firewall"]))
+        return self._new_operation(p["project"], "delete", fw["selfLink"], request_id=q.get("requestId"),
+                                   on_done=lambda: proj["firewalls"].pop(p["firewall"], None))
+
+    # ------------------------------------------------------------------ instances
+    def _instance(self, p):
+        inst = self.state.project(p["project"])["instances"].get(p["zone"], {}).get(p["instance"])
+        if inst is None:
+            raise not_found("projects/%s/zones/%s/instances/%s" % (p["project"], p["zone"], p["instance"]))
+        return inst
+
+    def m_instances_get(self, p, q, body):
+        return self._instance(p)
+
+    def m_instances_list(self, p, q, body):
+        zone = self.state.project(p["project"])["instances"].get(p["zone"], {})
+        items = [zone[k] for k in sorted(zone)]
+        return self._page(items, q, "compute#instanceList",
+                          self.link("projects", p["project"], "zones", p["zone"], "instances"))
+
+    def m_instances_aggregatedList(self, p, q, body):
+        proj = self.state.project(p["project"])
+        flat = []
+        for zone in sorted(proj["instances"]):
+            insts = proj["instances"][zone]
+            flat.extend(insts[k] for k in sorted(insts))
+        page = self._page(flat, q, "compute#instanceAggregatedList",
+                          self.link("projects", p["project"], "aggregated", "instances"))
+        items = {}
+        for inst in page.pop("items"):
+            items.setdefault("zones/" + basename(inst["zone"]), {"instances": []})["instances"].append(inst)
+        if q.get("includeAllScopes") == "true" or not page.get("nextPageToken"):
+            for zone in ZONES:
+                items.setdefault("zones/" + zone, {"warning": {
+                    "code": "NO_RESULTS_ON_PAGE",
+                    "message": "There are no results for scope 'zones/%s' on this page." % zone,
+                    "data": [{"key": "scope", "value": "zones/%s" % zone}]}})
+        page["items"] = items
+        return page
+
+    def _zone_ref(self, project, zone, value, collection, where):
+        """The name of a zonal resource given as a name, a partial URL or a full URL (in this zone)."""
+        m = re.search(r"(?:^|/)(?:(?:projects/([^/]+)/)?zones/([^/]+)/%s/)?([^/]+)$" % collection, value or "")
+        if not value or not m:
+            raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where, value))
+        if m.group(2) and m.group(2) != zone:
+            raise bad("Invalid value for field '%s': '%s'. The resource must be in zone %s." % (where, value, zone))
+        return m.group(3)
+
+    def m_instances_insert(self, p, q, body):
+        project, zone = p["project"], p["zone"]
+        proj = self.state.project(project)
+        name = body["name"]
+        if name in proj["instances"].get(zone, {}):
+            raise ApiError(409, "The resource 'projects/%s/zones/%s/instances/%s' already exists"
+                           % (project, zone, name))
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            raise bad("Invalid value for field 'resource.name': '%s'. Must be a match of regex "
+                      "'(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'" % name)
+        mt_name = self._zone_ref(project, zone, body.get("machineType"), "machineTypes", "resource.machineType")
+        if mt_name not in self._machine_types_in(zone):
+            raise bad("Invalid value for field 'resource.machineType': '%s'. Machine type with name '%s' does not "
+                      "exist in zone '%s'." % (body.get("machineType"), mt_name, zone))
+        mt_acc = MACHINE_TYPES[mt_name][2]
+        accs = []
+        for i, acc in enumerate(body.get("guestAccelerators") or ()):
+            acc_name = self._zone_ref(project, zone, acc.get("acceleratorType"), "acceleratorTypes",
+                                      "resource.guestAccelerators[%d].acceleratorType" % i)
+            if acc_name not in self._accelerators_in(zone):
+                raise bad("Invalid value for field 'resource.guestAccelerators[%d].acceleratorType': '%s'. "
+                          "Accelerator type '%s' does not exist in zone %s." % (i, acc.get("acceleratorType"),
+                                                                                 acc_name, zone))
+            count = acc.get("acceleratorCount") or 0
+            accs.append((acc_name, count))
+        if mt_acc:
+            if accs and accs != [mt_acc]:
+                raise bad("Invalid value for field 'resource.guestAccelerators': machine type %s comes with %d x "
+                          "%s; the accelerators must be omitted or match." % (mt_name, mt_acc[1], mt_acc[0]))
+            accs = [mt_acc]
+        elif any(a == "nvidia-l4" for a, _ in accs):
+            raise bad("Invalid value for field 'resource.machineType': '%s'. Accelerator type nvidia-l4 can only be "
+                      "attached to G2 machine types." % mt_name)
+        sched = dict(body.get("scheduling") or {})
+        sched.setdefault("onHostMaintenance", "TERMINATE" if accs else "MIGRATE")
+        sched.setdefault("automaticRestart", True)
+        sched.setdefault("preemptible", False)
+        sched.setdefault("provisioningModel", "STANDARD")
+        if accs and sched["onHostMaintenance"] == "MIGRATE":
+            raise bad("Invalid value for field 'resource.scheduling.onHostMaintenance': 'MIGRATE'. Instances with "
+                      "guest accelerators do not support live migration.")
+        disks = body.get("disks") or []
+        boots = [d for d in disks if d.get("boot")]
+        if len(boots) != 1:
+            raise bad("Invalid value for field 'resource.disks': exactly one boot disk is required.")
+        boot = boots[0]
+        init = boot.get("initializeParams") or {}
+        if not (init.get("sourceImage") or boot.get("source")):
+            raise bad("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': ''. "
+                      "A boot disk needs a source image or an existing disk.")
+        image = None
+        if init.get("sourceImage"):
+            m = re.search(r"(?:^|/)projects/([^/]+)/global/images/(family/)?([^/]+)$", init["sourceImage"])
+            if not m:
+                raise bad("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '%s'. "
+                          "The URL is malformed." % init["sourceImage"])
+            pp = {"project": m.group(1), "family": m.group(3), "image": m.group(3)}
+            try:
+                image = (self.m_images_getFromFamily(pp, {}, {}) if m.group(2) else self.m_images_get(pp, {}, {}))
+            except ApiError:
+                raise bad("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '%s'. The "
+                          "referenced image resource cannot be found." % init["sourceImage"])
+            if (image.get("deprecated") or {}).get("state") in ("OBSOLETE", "DELETED"):
+                raise bad("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '%s'. The "
+                          "image is %s." % (init["sourceImage"], image["deprecated"]["state"].lower()))
+            if m.group(1) == "deeplearning-platform-release" and mt_name.startswith("g2-"):
+                raise bad("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '%s'. "
+                          "Deep Learning VM images do not support G2 machine types." % init["sourceImage"])
+        size = int(init.get("diskSizeGb") or (image or {}).get("diskSizeGb") or 10)
+        if image and size < int(image["diskSizeGb"]):
+            raise bad("Invalid value for field 'resource.disks[0].initializeParams.diskSizeGb': '%d'. Requested "
+                      "disk size cannot be smaller than the image size (%s GB)" % (size, image["diskSizeGb"]))
+        disk_type = self._zone_ref(project, zone, init.get("diskType") or "pd-standard", "diskTypes",
+                                   "resource.disks[0].initializeParams.diskType")
+        if disk_type not in DISK_TYPES:
+            raise bad("Invalid value for field 'resource.disks[0].initializeParams.diskType': '%s'. Disk type "
+                      "'%s' does not exist in zone %s." % (init.get("diskType"), disk_type, zone))
+        nics_in = body.get("networkInterfaces") or [{}]
+        nic_in = nics_in[0]
+        network = self._resolve_network(project, nic_in.get("network"), "resource.networkInterfaces[0].network")
+        wants_external = bool(nic_in.get("accessConfigs"))
+        internal, nat = self._allocate(wants_external)
+        region = zone.rsplit("-", 1)[0]
+        nic = {"kind": "compute#networkInterface", "name": "nic0", "network": network,
+               "subnetwork": self.link("projects", project, "regions", region, "subnetworks", basename(network)),
+               "networkIP": internal, "stackType": "IPV4_ONLY", "fingerprint": fingerprint([name, internal])}
+        if wants_external:
+            ac = dict(nic_in["accessConfigs"][0])
+            nic["accessConfigs"] = [{"kind": "compute#accessConfig", "type": ac.get("type", "ONE_TO_ONE_NAT"),
+                                     "name": ac.get("name", "External NAT"), "natIP": nat,
+                                     "networkTier": ac.get("networkTier", "PREMIUM")}]
+        disk_name = boot.get("deviceName") or init.get("diskName") or name
+        disk_link = self.link("projects", project, "zones", zone, "disks", disk_name)
+        disk = {"kind": "compute#disk", "id": _id(disk_link), "name": disk_name, "sizeGb": str(size),
+                "zone": self.zone_link(project, zone), "status": "READY", "selfLink": disk_link,
+                "type": self.link("projects", project, "zones", zone, "diskTypes", disk_type),
+                "sourceImage": (image or {}).get("selfLink"), "sourceImageId": (image or {}).get("id"),
+                "users": [self.link("projects", project, "zones", zone, "instances", name)],
+                "creationTimestamp": now_rfc3339(), "licenses": (image or {}).get("licenses", [])}
+        tags = list((body.get("tags") or {}).get("items") or [])
+        labels = dict(body.get("labels") or {})
+        metadata_items = list((body.get("metadata") or {}).get("items") or [])
+        link = self.link("projects", project, "zones", zone, "instances", name)
+        inst = {
+            "kind": "compute#instance", "id": _id(link + str(time.time())), "name": name,
+            "description": body.get("description", ""), "creationTimestamp": now_rfc3339(),
+            "zone": self.zone_link(project, zone), "status": "PROVISIONING",
+            "machineType": self.link("projects", project, "zones", zone, "machineTypes", mt_name),
+            "cpuPlatform": "Intel Cascade Lake", "canIpForward": bool(body.get("canIpForward", False)),
+            "networkInterfaces": [nic],
+            "disks": [{"kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE", "boot": True,
+                       "autoDelete": boot.get("autoDelete", True), "deviceName": disk_name, "index": 0,
+                       "interface": "SCSI", "source": disk_link, "diskSizeGb": str(size),
+                       "licenses": (image or {}).get("licenses", []), "architecture": "X86_64"}],
+            "scheduling": sched,
+            "tags": {"items": tags, "fingerprint": fingerprint(tags)},
+            "labels": labels, "labelFingerprint": fingerprint(labels),
+            "metadata": {"kind": "compute#metadata", "items": metadata_items,
+                         "fingerprint": fingerprint(metadata_items)},
+            "serviceAccounts": copy.deepcopy(body.get("serviceAccounts") or []),
+            "deletionProtection": bool(body.get("deletionProtection", False)),
+            "startRestricted": False, "selfLink": link, "fingerprint": fingerprint([link, 0]),
+            "lastStartTimestamp": now_rfc3339(),
+        }
+        if accs:
+            inst["guestAccelerators"] = [{"acceleratorType": self.link("projects", project, "zones", zone,
+                                                                       "acceleratorTypes", a),
+                                          "acceleratorCount": c} for a, c in accs]
+        if not tags:
+            inst["tags"] = {"fingerprint": fingerprint(tags)}
+        proj["instances"].setdefault(zone, {})[name] = inst
+        proj["disks"].setdefault(zone, {})[disk_name] = disk
+
+        def done():
+            if inst["status"] == "PROVISIONING":
+                inst["status"] = "RUNNING"
+
+        def failed():
+            proj["instances"].get(zone, {}).pop(name, None)
+            proj["disks"].get(zone, {}).pop(disk_name, None)
+            self._release(inst)
+        self.save()
+        return self._new_operation(project, "insert", link, zone, on_done=done, on_error=failed,
+                                   request_id=q.get("requestId"))
+
+    def _remove_instance(self, project, zone, name):
+        proj = self.state.project(project)
+        inst = proj["instances"].get(zone, {}).pop(name, None)
+        if inst is None:
+            return
+        self._release(inst)
+        for d in inst.get("disks") or ():
+            if d.get("autoDelete"):
+                proj["disks"].get(zone, {}).pop(basename(d["source"]), None)
+        if not proj["instances"].get(zone):
+            proj["instances"].pop(zone, None)
+        if not proj["disks"].get(zone):
+            proj["disks"].pop(zone, None)
+
+    def m_instances_delete(self, p, q, body):
+        inst = self._instance(p)
+        if inst.get("deletionProtection"):
+            raise bad("Invalid resource usage: 'Resource cannot be deleted if it's protected against deletion.'.",
+                      "resourceInUseByAnotherResource")
+        inst["status"] = "STOPPING"
+        return self._new_operation(p["project"], "delete", inst["selfLink"], p["zone"], request_id=q.get("requestId"),
+                                   on_done=lambda: self._remove_instance(p["project"], p["zone"], p["instance"]))
+
+    def _set_status(self, inst, status):
+        def done():
+            if inst["status"] in ("STOPPING", "STAGING"):
+                inst["status"] = status
+                if status == "RUNNING":
+                    inst["lastStartTimestamp"] = now_rfc3339()
+                else:
+                    inst["lastStopTimestamp"] = now_rfc3339()
+        return done
+
+    def m_instances_stop(self, p, q, body):
+        inst = self._instance(p)
+        if inst["status"] not in ("TERMINATED", "STOPPING"):
+            inst["status"] = "STOPPING"
+        return self._new_operation(p["project"], "stop", inst["selfLink"], p["zone"], request_id=q.get("requestId"),
+                                   on_done=self._set_status(inst, "TERMINATED"))
+
+    def m_instances_start(self, p, q, body):
+        inst = self._instance(p)
+        if inst["status"] in ("STOPPING", "SUSPENDING"):
+            raise bad("The resource '%s' is not ready" % inst["selfLink"].replace(self.base, ""), "resourceNotReady")
+        if inst["status"] not in ("RUNNING", "PROVISIONING", "STAGING"):
+            inst["status"] = "STAGING"
+        return self._new_operation(p["project"], "start", inst["selfLink"], p["zone"], request_id=q.get("requestId"),
+                                   on_done=self._set_status(inst, "RUNNING"))
+
+    def _check_fingerprint(self, given, current, what):
+        if given != current:
+            raise ApiError(412, "Supplied fingerprint does not match current %s fingerprint." % what,
+                           reason="conditionNotMet")
+
+    def m_instances_setTags(self, p, q, body):
+        inst = self._instance(p)
+        self._check_fingerprint(body.get("fingerprint"), inst["tags"].get("fingerprint"), "tags")
+        items = list(body.get("items") or [])
+        inst["tags"] = {"items": items, "fingerprint": fingerprint(items + [time.time()])}
+        if not items:
+            inst["tags"].pop("items")
+        return self._new_operation(p["project"], "setTags", inst["selfLink"], p["zone"], request_id=q.get("requestId"))
+
+    def m_instances_setLabels(self, p, q, body):
+        inst = self._instance(p)
+        self._check_fingerprint(body.get("labelFingerprint"), inst.get("labelFingerprint"), "label")
+        inst["labels"] = dict(body.get("labels") or {})
+        inst["labelFingerprint"] = fingerprint([inst["labels"], time.time()])
+        return self._new_operation(p["project"], "setLabels", inst["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"))
+
+    def m_instances_setMetadata(self, p, q, body):
+        inst = self._instance(p)
+        self._check_fingerprint(body.get("fingerprint"), inst["metadata"].get("fingerprint"), "metadata")
+        items = list(body.get("items") or [])
+        keys = [i.get("key") for i in items]
+        if len(set(keys)) != len(keys):
+            raise bad("Invalid value for field 'resource.items': duplicate metadata keys.")
+        inst["metadata"] = {"kind": "compute#metadata", "items": items,
+                            "fingerprint": fingerprint([items, time.time()])}
+        return self._new_operation(p["project"], "setMetadata", inst["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"))
+
+    def m_instances_setScheduling(self, p, q, body):
+        inst = self._instance(p)
+        sched = dict(inst.get("scheduling") or {})
+        sched.update(body)
+        if inst.get("guestAccelerators") and sched.get("onHostMaintenance") == "MIGRATE":
+            raise bad("Invalid value for field 'resource.onHostMaintenance': 'MIGRATE'. Instances with guest "
+                      "accelerators do not support live migration.")
+        inst["scheduling"] = sched
+        return self._new_operation(p["project"], "setScheduling", inst["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"))
+
+    def m_instances_setMachineType(self, p, q, body):
+        inst = self._instance(p)
+        if inst["status"] != "TERMINATED":
+            raise bad("Invalid resource usage: 'Instance is starting or running. Stop the instance before changing "
+                      "its machine type.'.", "resourceNotReady")
+        mt = self._zone_ref(p["project"], p["zone"], body.get("machineType"), "machineTypes", "machineType")
+        if mt not in self._machine_types_in(p["zone"]):
+            raise bad("Invalid value for field 'machineType': '%s'." % body.get("machineType"))
+        inst["machineType"] = self.link("projects", p["project"], "zones", p["zone"], "machineTypes", mt)
+        return self._new_operation(p["project"], "setMachineType", inst["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"))
+
+    def m_disks_get(self, p, q, body):
+        disk = self.state.project(p["project"])["disks"].get(p["zone"], {}).get(p["disk"])
+        if disk is None:
+            raise not_found("projects/%s/zones/%s/disks/%s" % (p["project"], p["zone"], p["disk"]))
+        return disk
+
+    # ------------------------------------------------------------------ admin
+    def seed(self, count, project=DEFAULT_PROJECT, zones=20, prefix="vm", status="RUNNING", tags=None,
+             labels=None, machine_type="g2-standard-4"):
+        """Add `count` instances spread over `zones` zones directly (no operations), fast."""
+        zone_names = ZONES[:int(zones)] if isinstance(zones, int) else list(zones)
+        tags = list(tags if tags is not None else ["ai-server", "monitoring"])
+        labels = dict(labels if labels is not None else {"app": "vllm"})
+        with self.lock:
+            proj = self.state.project(project)
+            for i in range(int(count)):
+                zone = zone_names[i % len(zone_names)]
+                name = "%s-%05d" % (prefix, i)
+                link = self.link("projects", project, "zones", zone, "instances", name)
+                internal = str(ipaddress.ip_address("10.128.0.0") + 16 + (i % 1000000))
+                nat = str(ipaddress.ip_address("198.51.100.0") + (i % 250)) if i % 4 else None
+                nic = {"kind": "compute#networkInterface", "name": "nic0", "networkIP": internal,
+                       "network": self.link("projects", project, "global", "networks", "default")}
+                if nat:
+                    nic["accessConfigs"] = [{"kind": "compute#accessConfig", "type": "ONE_TO_ONE_NAT",
+                                             "name": "External NAT", "natIP": nat, "networkTier": "PREMIUM"}]
+                acc = MACHINE_TYPES.get(machine_type, (0, 0, None))[2]
+                inst = {"kind": "compute#instance", "id": _id(link), "name": name, "status": status,
+                        "zone": self.zone_link(project, zone), "creationTimestamp": "2026-11-01T00:00:00.000-07:00",
+                        "machineType": self.link("projects", project, "zones", zone, "machineTypes", machine_type),
+                        "networkInterfaces": [nic], "selfLink": link,
+                        "tags": {"items": list(tags), "fingerprint": fingerprint(tags)},
+                        "labels": dict(labels, shard="s%d" % (i % 10)), "labelFingerprint": "seeded",
+                        "metadata": {"kind": "compute#metadata", "items": [], "fingerprint": "seeded"},
+                        "scheduling": {"onHostMaintenance": "TERMINATE", "automaticRestart": True}}
+                if acc:
+                    inst["guestAccelerators"] = [{"acceleratorType": self.link(
+                        "projects", project, "zones", zone, "acceleratorTypes", acc[0]), "acceleratorCount": acc[1]}]
+                proj["instances"].setdefault(zone, {})[name] = inst
+            self.save()
+        return count
+
+    def dump(self):
+        with self.lock:
+            return json.loads(json.dumps(self.state.to_json()))
+
+    def summary(self):
+        with self.lock:
+            out = {}
+            for name, proj in self.state.projects.items():
+                out[name] = {
+                    "instances": {"%s/%s" % (z, n): i["status"] for z, insts in proj["instances"].items()
+                                  for n, i in insts.items()},
+                    "firewalls": sorted(proj["firewalls"]),
+                }
+            return out
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "llmops-local-compute-api/1"
+    api = None  # set per server class
+
+    def log_message(self, fmt, *args):  # quiet unless asked
+        if self.server.verbose:
+            sys.stderr.write("compute-api: %s\n" % (fmt % args))
+
+    def _send(self, status, payload, headers=None):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _drop(self):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise ApiError(400, "Invalid JSON payload received. %s" % e, reason="parseError")
+
+    def _dispatch(self, http_method):
+        api = self.server.api
+        started = time.perf_counter()
+        split = urlsplit(self.path)
+        query = parse_qs(split.query, keep_blank_values=True)
+        status = 500
+        try:
+            try:
+                body = self._body()
+            except ApiError:
+                body = None
+                if split.path.startswith("/_admin/"):
+                    raise
+            if split.path.startswith("/_admin/"):
+                status, payload = self._admin(http_method, split.path, query, body)
+                self._send(status, payload)
+                return
+            if not split.path.startswith(BASE_PATH):
+                raise ApiError(404, "The requested URL %s was not found on this server." % split.path)
+            path = split.path[len(BASE_PATH):]
+            auth = self.headers.get("Authorization") or ""
+            if not auth.startswith("Bearer ") or not auth[7:].strip() or (api.token and auth[7:] != api.token):
+                raise ApiError(401, "Request is missing required authentication credential. Expected OAuth 2 access "
+                                    "token, login cookie or other valid authentication credential.",
+                               reason="required" if not auth else "authError")
+            fault = api._take_fault(("status", "drop", "delay"), http_method, path)
+            if fault and fault["kind"] == "delay":
+                time.sleep(float(fault.get("seconds", 1)))
+                fault = None
+            if fault and fault["kind"] == "drop":
+                status = 0
+                raise _DropConnection()
+            if fault:
+                code = int(fault.get("status", 503))
+                headers = {"Retry-After": fault["retry_after"]} if fault.get("retry_after") is not None else {}
+                raise ApiError(code, fault.get("message") or ("Rate Limit Exceeded" if code == 429 else
+                                                              "The service is currently unavailable."),
+                               headers=headers)
+            raw_body = self._body_for_validation(body)
+            status, payload = api.handle(http_method, path, query, raw_body)
+            self._send(status, payload)
+        except _DropConnection:
+            self._drop()
+        except ApiError as e:
+            status = e.code
+            self._send(e.code, e.body(), e.headers)
+        except Exception as e:  # a bug here must show as a 500 with the reason, never hang the client
+            status = 500
+            self._send(500, ApiError(500, "local Compute API bug: %r" % e, reason="backendError").body())
+        finally:
+            with api.lock:
+                api.requests.append({"method": http_method, "path": split.path, "query": split.query,
+                                     "status": status, "ms": round((time.perf_counter() - started) * 1000, 3)})
+
+    @staticmethod
+    def _body_for_validation(body):
+        return body
+
+    def _admin(self, http_method, path, query, body):
+        api = self.server.api
+        name = path[len("/_admin/"):].strip("/")
+        if name == "health":
+            return 200, {"ok": True, "discoveryRevision": api.discovery.revision}
+        if name == "state" and http_method == "GET":
+            return 200, api.dump() if query.get("full") else {"summary": api.summary(), "state": api.dump()}
+        if name == "summary":
+            return 200, api.summary()
+        if name == "reset" and http_method == "POST":
+            api.reset()
+            return 200, {"ok": True}
+        if name == "faults":
+            if http_method == "POST":
+                api.add_faults(body or {})
+            elif http_method == "DELETE":
+                with api.lock:
+                    api.faults = []
+            return 200, {"faults": api.faults}
+        if name == "seed" and http_method == "POST":
+            body = body or {}
+            started = time.perf_counter()
+            n = api.seed(**{k: v for k, v in body.items()
+                            if k in ("count", "project", "zones", "prefix", "status", "tags", "labels",
+                                     "machine_type")})
+            return 200, {"seeded": n, "seconds": round(time.perf_counter() - started, 3)}
+        if name == "host-pool":
+            if http_method == "POST":
+                addrs = (body or {}).get("addresses") or []
+                with api.lock:
+                    if (body or {}).get("replace"):
+                        api.host_pool = []
+                    api.host_pool.extend(a for a in addrs if a not in api.host_pool)
+            return 200, {"addresses": api.host_pool}
+        if name == "requests":
+            if http_method == "DELETE":
+                with api.lock:
+                    api.requests = []
+            with api.lock:
+                return 200, {"requests": list(api.requests)}
+        raise ApiError(404, "unknown admin endpoint %s %s" % (http_method, path))
+
+    def do_GET(self):  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PATCH(self):  # noqa: N802
+        self._dispatch("PATCH")
+
+    def do_PUT(self):  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self):  # noqa: N802
+        self._dispatch("DELETE")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, api, verbose=False):
+        super().__init__(addr, Handler)
+        self.api = api
+        self.verbose = verbose
+
+
+_DISCOVERY_CACHE = {}
+
+
+def load_discovery(path=None):
+    key = path or ""
+    if key not in _DISCOVERY_CACHE:
+        _DISCOVERY_CACHE[key] = Discovery(path)
+    return _DISCOVERY_CACHE[key]
+
+
+class ComputeApiServer(object):
+    """The local Compute API in a background thread (for pytest fixtures).
+
+    api = ComputeApiServer(host="127.0.0.1", port=0, **ComputeApi options); api.start()
+    api.endpoint  -> "http://127.0.0.1:PORT/compute/v1/"   (the api_endpoint of the plugins)
+    api.api       -> the ComputeApi (state, faults, requests, seed(), dump(), summary())
+    api.stop()
+    """
+
+    def __init__(self, host="127.0.0.1", port=0, discovery_path=None, verbose=False, **options):
+        self.api = ComputeApi(discovery=load_discovery(discovery_path), **options)
+        self.httpd = _Server((host, port), self.api, verbose)
+        self.host, self.port = self.httpd.server_address[:2]
+        self.url = "http://%s:%d/" % (self.host, self.port)
+        self.endpoint = self.url + BASE_PATH.lstrip("/")
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="compute-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread:
+            self._thread.join(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # conveniences for tests
+    def add_faults(self, rules):
+        self.api.add_faults(rules)
+
+    def requests(self, path_re=None):
+        with self.api.lock:
+            return [r for r in self.api.requests if path_re is None or re.search(path_re, r["path"])]
+
+    def clear_requests(self):
+        with self.api.lock:
+            self.api.requests = []
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="port (0 = any free port; see --port-file)")
+    ap.add_argument("--port-file", help="write the bound port to this file once listening")
+    ap.add_argument("--state", help="persist the state to this JSON file (loaded at start when it exists)")
+    ap.add_argument("--host-pool", default="", help="IP[,IP...]: addresses of real test hosts; each inserted "
+                                                    "instance takes the next free one as networkIP and natIP")
+    ap.add_argument("--project", action="append", dest="projects",
+                    help="accept only these projects (repeatable; default: any)")
+    ap.add_argument("--op-polls", type=int, default=2,
+                    help="polls (get/wait) an operation takes to go PENDING -> RUNNING -> DONE (default 2)")
+    ap.add_argument("--op-seconds", type=float, default=5.0,
+                    help="an operation is DONE at the latest after this many seconds (default 5)")
+    ap.add_argument("--token", help="require exactly this bearer token (default: any non-empty token)")
+    ap.add_argument("--fault", action="append", default=[],
+                    help='a fault rule as JSON, e.g. \'{"kind": "status", "status": 429, "count": 3}\' (repeatable)')
+    ap.add_argument("--seed", type=int, default=0, help="seed this many RUNNING instances (bench)")
+    ap.add_argument("--seed-project", default=DEFAULT_PROJECT)
+    ap.add_argument("--discovery", help="path of compute.v1.json (default: google-api-python-client's)")
+    ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = ap.parse_args(argv)
+
+    server = ComputeApiServer(
+        args.host, args.port, discovery_path=args.discovery, verbose=args.verbose, projects=args.projects,
+        host_pool=[a.strip() for a in args.host_pool.split(",") if a.strip()], op_polls=args.op_polls,
+        op_seconds=args.op_seconds, state_file=args.state, token=args.token)
+    for rule in args.fault:
+        server.add_faults(json.loads(rule))
+    if args.seed:
+        server.api.seed(args.seed, project=args.seed_project)
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % server.port)
+        os.replace(tmp, args.port_file)
+    print("local Compute API listening on %s (api_endpoint %s)" % (server.url, server.endpoint), flush=True)
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.httpd.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+        server.api.save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
