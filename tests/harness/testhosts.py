@@ -1,0 +1,726 @@
+#!/usr/bin/env python3
+# Copyright: (c) 2026, llmops contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Test-host harness: real Debian 12 hosts with systemd as PID 1, made with systemd-nspawn.
+
+Each host is an overlayfs copy of a cached debootstrap rootfs, booted by ``systemd-nspawn --boot``
+inside its own network namespace, reachable from the controller at ``10.231.<k>.2`` (controller side
+``10.231.<k>.1``), with sshd, a user ``ansible`` (passwordless sudo, an ed25519 key made in the state
+directory) and NAT so apt/pip inside the host reach the package registries.
+
+CLI (as root)::
+
+    testhosts.py create  --state DIR --count N [--prefix NAME]
+    testhosts.py destroy --state DIR
+    testhosts.py gc
+    testhosts.py exec    --state DIR HOST -- CMD...
+    testhosts.py ip      --state DIR HOST
+    testhosts.py list    --state DIR
+
+Python API: ``create()``, ``destroy()``, ``gc()``, ``exec_in()``, ``copy_in()``, ``load_state()``.
+
+Stdlib only; runs with any python3 >= 3.9. Flags of systemd-nspawn and why:
+
+* ``--register=no --keep-unit``: PID 1 of this machine is not systemd; without them nspawn asks
+  systemd-machined/systemd over D-Bus and fails ("Failed to open system bus").
+* ``--network-namespace-path``: the host's own netns (veth + address) made by this harness.
+* ``--resolv-conf=copy-host``: the host resolves names like the controller does.
+* ``--bind-ro=/etc/ssl/certs``: the registries are reached through a TLS proxy whose CA only the
+  controller's bundle trusts; without it pip inside the host fails with CERTIFICATE_VERIFY_FAILED.
+* ``--console=read-only``: the boot log goes to ``hosts/NAME/console.log`` in the state dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+CACHE_DIR = os.environ.get("LLMOPS_TESTHOST_CACHE", "/var/cache/llmops-testhosts")
+ROOTFS_NAME = "bookworm-rootfs"
+RUN_DIR = os.environ.get("LLMOPS_TESTHOST_RUN", "/run/llmops-testhosts")
+NET_PREFIX = "10.231"
+DEBOOTSTRAP_INCLUDE = ("systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,sudo,"
+                       "iproute2,ca-certificates")
+DEBIAN_MIRROR = os.environ.get("LLMOPS_TESTHOST_MIRROR", "http://deb.debian.org/debian")
+NAT_COMMENT = "llmops-testhost"
+BOOT_TIMEOUT = float(os.environ.get("LLMOPS_TESTHOST_BOOT_TIMEOUT", "90"))
+STOP_TIMEOUT = 15.0
+REQUIRED_TOOLS = ("systemd-nspawn", "nsenter", "ip", "iptables", "ssh-keygen", "mount", "umount",
+                  "chroot", "debootstrap")
+DEFAULT_PREFIX = "testhost"
+K_MIN, K_MAX = 1, 249   # 250..254 are left for hand-made hosts (shared/notes/test-hosts.md)
+
+
+class HarnessError(Exception):
+    """A failure with a message meant for the user."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def _log(msg: str) -> None:
+    sys.stderr.write("testhosts: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def _run(cmd, check=True, input=None, timeout=120):
+    proc = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise HarnessError("command failed (rc=%d): %s\n%s" % (
+            proc.returncode, " ".join(cmd), proc.stderr.decode(errors="replace").strip()))
+    return proc
+
+
+def _check_env() -> None:
+    if os.geteuid() != 0:
+        raise HarnessError("must run as root: systemd-nspawn, network namespaces, overlay mounts "
+                           "and iptables need it (try: sudo %s)" % " ".join(sys.argv))
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise HarnessError("missing tools: %s; install them with scripts/host-deps "
+                           "(systemd-container, debootstrap, iptables, iproute2, openssh-client)"
+                           % ", ".join(missing))
+
+
+def _proc_starttime(pid):
+    """Start time (clock ticks since boot) of a process, or None when it does not exist."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            data = fh.read()
+    except (OSError, TypeError):
+        return None
+    return int(data.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid, starttime=None) -> bool:
+    if not pid:
+        return False
+    st = _proc_starttime(pid)
+    if st is None:
+        return False
+    return starttime is None or st == starttime
+
+
+def _children(pid):
+    out = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as fh:
+                out.extend(int(x) for x in fh.read().split())
+    except OSError:
+        pass
+    return out
+
+
+def _mounted(path) -> bool:
+    path = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                mp = line.split()[4].replace("\\040", " ")
+                if mp == path:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _default_iface() -> str:
+    out = _run(["ip", "-4", "route", "show", "default"]).stdout.decode()
+    m = re.search(r"\bdev (\S+)", out)
+    if not m:
+        raise HarnessError("no default IPv4 route on the controller: the hosts cannot reach the "
+                           "package registries")
+    return m.group(1)
+
+
+@contextlib.contextmanager
+def _flock(path):
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _write_atomic(path, text, mode=0o644):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- registry of live hosts
+
+REGISTRY = os.path.join(RUN_DIR, "registry.json")
+REGISTRY_LOCK = os.path.join(RUN_DIR, "registry.lock")
+
+
+def _reg_load():
+    try:
+        with open(REGISTRY) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return {"last_k": 0, "hosts": {}}
+
+
+def _reg_save(reg):
+    os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+    _write_atomic(REGISTRY, json.dumps(reg, indent=1, sort_keys=True), 0o644)
+
+
+def _k_in_use_by_system():
+    """Subnets 10.231.<k>.0/24 already used on this machine (addresses or NAT rules), by anyone."""
+    used = set()
+    out = _run(["ip", "-o", "-4", "addr", "show"], check=False).stdout.decode()
+    for m in re.finditer(r"inet %s\.(\d+)\." % re.escape(NET_PREFIX), out):
+        used.add(int(m.group(1)))
+    out = _run(["iptables", "-t", "nat", "-S", "POSTROUTING"], check=False).stdout.decode()
+    for m in re.finditer(r"-s %s\.(\d+)\.0/24" % re.escape(NET_PREFIX), out):
+        used.add(int(m.group(1)))
+    netns = set(_run(["ip", "netns", "list"], check=False).stdout.decode().split())
+    for k in range(K_MIN, K_MAX + 1):
+        if "llt%d" % k in netns:
+            used.add(k)
+    return used
+
+
+def _allocate(count, state_dir, names):
+    """Reserve `count` free subnet numbers, round robin (a just-freed k is not reused at once)."""
+    with _flock(REGISTRY_LOCK):
+        reg = _reg_load()
+        taken = {int(k) for k in reg["hosts"]} | _k_in_use_by_system()
+        free = [k for k in range(K_MIN, K_MAX + 1) if k not in taken]
+        if len(free) < count:
+            raise HarnessError("only %d free test-host subnets left in %s.%d-%d.0/24; run "
+                               "`testhosts.py gc` or destroy other hosts" % (len(free), NET_PREFIX,
+                                                                           K_MIN, K_MAX))
+        last = reg.get("last_k", 0)
+        free.sort(key=lambda k: (k <= last, k))
+        ks = free[:count]
+        for k, name in zip(ks, names):
+            reg["hosts"][str(k)] = {"name": name, "state_dir": state_dir, "creator_pid": os.getpid(),
+                                    "creator_start": _proc_starttime(os.getpid()),
+                                    "nspawn_pid": None, "nspawn_start": None,
+                                    "status": "creating", "since": time.time()}
+        reg["last_k"] = ks[-1]
+        _reg_save(reg)
+    return ks
+
+
+def _reg_update(k, **fields):
+    with _flock(REGISTRY_LOCK):
+        reg = _reg_load()
+        if str(k) in reg["hosts"]:
+            reg["hosts"][str(k)].update(fields)
+            _reg_save(reg)
+
+
+def _reg_free(k):
+    with _flock(REGISTRY_LOCK):
+        reg = _reg_load()
+        if reg["hosts"].pop(str(k), None) is not None:
+            _reg_save(reg)
+
+
+# --------------------------------------------------------------------------- rootfs cache
+
+def rootfs_path():
+    return os.path.join(CACHE_DIR, ROOTFS_NAME)
+
+
+def ensure_rootfs():
+    """Build the cached rootfs once (debootstrap to a temp dir, renamed atomically, under a lock)."""
+    path = rootfs_path()
+    if os.path.isfile(os.path.join(path, "usr/lib/systemd/systemd")) or \
+            os.path.isfile(os.path.join(path, "lib/systemd/systemd")):
+        return path
+    os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
+    with _flock(os.path.join(CACHE_DIR, ".build.lock")):
+        if os.path.isdir(path):
+            return path
+        tmp = tempfile.mkdtemp(dir=CACHE_DIR, prefix=".build-")
+        _log("building the Debian 12 rootfs once in %s (about a minute)" % path)
+        try:
+            proc = subprocess.run(["debootstrap", "--variant=minbase",
+                                   "--include=" + DEBOOTSTRAP_INCLUDE, "bookworm", tmp,
+                                   DEBIAN_MIRROR], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                raise HarnessError("debootstrap failed (rc=%d):\n%s" % (
+                    proc.returncode, proc.stdout.decode(errors="replace")[-3000:]))
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return path
+
+
+# --------------------------------------------------------------------------- state dir
+
+def _state_file(state_dir):
+    return os.path.join(state_dir, "state.json")
+
+
+def load_state(state_dir):
+    try:
+        with open(_state_file(state_dir)) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+
+
+def _save_state(state_dir, state):
+    _write_atomic(_state_file(state_dir), json.dumps(state, indent=1, sort_keys=True), 0o600)
+
+
+def _yaml_str(value):
+    return json.dumps(str(value))   # a JSON string is a valid YAML scalar
+
+
+def _write_inventory(state_dir, state):
+    lines = ["# Written by tests/harness/testhosts.py; removed by `testhosts.py destroy`.",
+             "testhosts:", "  hosts:"]
+    for h in state["hosts"]:
+        lines += ["    %s:" % h["name"],
+                  "      ansible_host: %s" % _yaml_str(h["ip"]),
+                  "      ansible_user: ansible",
+                  "      ansible_become: true",
+                  "      ansible_ssh_private_key_file: %s" % _yaml_str(state["key"]),
+                  "      ansible_python_interpreter: /usr/bin/python3",
+                  "      ansible_ssh_common_args: %s" % _yaml_str(
+                      "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                      "-o LogLevel=ERROR"),
+                  "      testhost_gateway: %s" % _yaml_str(h["gateway"])]
+    _write_atomic(os.path.join(state_dir, "inventory.yml"), "\n".join(lines) + "\n", 0o644)
+
+
+# --------------------------------------------------------------------------- one host
+
+def _host_record(state_dir, k, name, iface):
+    hostdir = os.path.join(state_dir, "hosts", name)
+    return {"name": name, "k": k, "ip": "%s.%d.2" % (NET_PREFIX, k),
+            "gateway": "%s.%d.1" % (NET_PREFIX, k), "netns": "llt%d" % k,
+            "veth_host": "llt%dh" % k, "veth_guest": "llt%dg" % k, "iface": iface,
+            "hostdir": hostdir, "root": os.path.join(hostdir, "root"),
+            "nspawn_pid": None, "nspawn_start": None}
+
+
+def _nat_rule(h):
+    return ["POSTROUTING", "-s", "%s.%d.0/24" % (NET_PREFIX, h["k"]), "-o", h["iface"], "-j",
+            "MASQUERADE", "-m", "comment", "--comment", "%s:%d" % (NAT_COMMENT, h["k"])]
+
+
+def _prepare_root(h, lower, pubkey):
+    hostdir, root = h["hostdir"], h["root"]
+    for sub in ("upper", "work", "root"):
+        os.makedirs(os.path.join(hostdir, sub), mode=0o755, exist_ok=True)
+    _run(["mount", "-t", "overlay", "overlay", "-o",
+          "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, os.path.join(hostdir, "upper"),
+                                                  os.path.join(hostdir, "work")), root])
+    name = h["name"]
+    _write_atomic(os.path.join(root, "etc/hostname"), name + "\n")
+    _write_atomic(os.path.join(root, "etc/hosts"),
+                  "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                  % name)
+    _write_atomic(os.path.join(root, "etc/machine-id"), uuid.uuid4().hex + "\n", 0o444)
+    # Per-host SSH host key (the cached rootfs's keys would be shared by every host).
+    sshdir = os.path.join(root, "etc/ssh")
+    for f in os.listdir(sshdir):
+        if f.startswith("ssh_host_"):
+            os.unlink(os.path.join(sshdir, f))
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@" + name, "-f",
+          os.path.join(sshdir, "ssh_host_ed25519_key")])
+    _write_atomic(os.path.join(sshdir, "sshd_config.d/llmops-testhost.conf"),
+                  "# test host: one host key, keys only\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
+                  "PasswordAuthentication no\nUseDNS no\n")
+    _run(["chroot", root, "useradd", "--create-home", "--user-group", "--shell", "/bin/bash",
+          "ansible"])
+    _write_atomic(os.path.join(root, "etc/sudoers.d/ansible"),
+                  "ansible ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440)
+    with open(os.path.join(root, "etc/passwd")) as fh:
+        ent = [ln.split(":") for ln in fh if ln.startswith("ansible:")][0]
+    uid, gid = int(ent[2]), int(ent[3])
+    sshd = os.path.join(root, "home/ansible/.ssh")
+    os.makedirs(sshd, mode=0o700, exist_ok=True)
+    _write_atomic(os.path.join(sshd, "authorized_keys"), pubkey, 0o600)
+    for p in (sshd, os.path.join(sshd, "authorized_keys")):
+        os.chown(p, uid, gid)
+
+
+def _setup_net(h):
+    ns, vh, vg = h["netns"], h["veth_host"], h["veth_guest"]
+    _run(["ip", "netns", "add", ns])
+    _run(["ip", "link", "add", vh, "type", "veth", "peer", "name", vg])
+    _run(["ip", "link", "set", vg, "netns", ns])
+    _run(["ip", "addr", "add", h["gateway"] + "/24", "dev", vh])
+    _run(["ip", "link", "set", vh, "up"])
+    for cmd in (["ip", "addr", "add", h["ip"] + "/24", "dev", vg], ["ip", "link", "set", vg, "up"],
+                ["ip", "link", "set", "lo", "up"],
+                ["ip", "route", "add", "default", "via", h["gateway"]]):
+        _run(["ip", "netns", "exec", ns] + cmd)
+    with open("/proc/sys/net/ipv4/ip_forward", "w") as fh:   # left on: other users rely on it too
+        fh.write("1\n")
+    if _run(["iptables", "-t", "nat", "-C"] + _nat_rule(h), check=False).returncode != 0:
+        _run(["iptables", "-t", "nat", "-A"] + _nat_rule(h))
+
+
+def _boot(h):
+    log = open(os.path.join(h["hostdir"], "console.log"), "ab")
+    try:
+        proc = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "-D", h["root"], "--boot", "--register=no",
+             "--keep-unit", "--machine=" + h["name"],
+             "--network-namespace-path=/run/netns/" + h["netns"], "--resolv-conf=copy-host",
+             "--bind-ro=/etc/ssl/certs", "--console=read-only"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True)
+    finally:
+        log.close()
+    h["nspawn_pid"] = proc.pid
+    h["nspawn_start"] = _proc_starttime(proc.pid)
+    # The Popen object is dropped on purpose: the host outlives this process (no zombie
+    # is left because create's caller exits, and the API caller's Popen is kept below).
+    _POPENS.append(proc)
+
+
+_POPENS = []
+
+
+def leader_pid(h):
+    """PID (in the controller's namespace) of the host's PID 1, or None."""
+    if not _alive(h.get("nspawn_pid"), h.get("nspawn_start")):
+        return None
+    kids = _children(h["nspawn_pid"])
+    return kids[0] if kids else None
+
+
+def _console_tail(h, n=30):
+    try:
+        with open(os.path.join(h["hostdir"], "console.log"), "rb") as fh:
+            return b"\n".join(fh.read().splitlines()[-n:]).decode(errors="replace")
+    except OSError:
+        return "(no console log)"
+
+
+def _wait_ready(h, deadline):
+    state = ""
+    while time.monotonic() < deadline:
+        if not _alive(h["nspawn_pid"], h["nspawn_start"]):
+            raise HarnessError("host %s: systemd-nspawn exited during boot; console:\n%s"
+                               % (h["name"], _console_tail(h)))
+        leader = leader_pid(h)
+        if leader:
+            p = subprocess.run(["nsenter", "-t", str(leader), "-a", "systemctl",
+                                "is-system-running"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, timeout=20)
+            state = p.stdout.decode().strip()
+            if state in ("running", "degraded") and _ssh_banner(h["ip"]):
+                return
+        time.sleep(0.2)
+    raise HarnessError("host %s: not ready after %ds (systemd: %r, sshd on %s:22 %s); console:\n%s"
+                       % (h["name"], BOOT_TIMEOUT, state, h["ip"],
+                          "answers" if _ssh_banner(h["ip"]) else "silent", _console_tail(h)))
+
+
+def _ssh_banner(ip):
+    try:
+        with socket.create_connection((ip, 22), timeout=2) as s:
+            s.settimeout(2)
+            return s.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _teardown_host(h):
+    """Remove everything one host is made of. Idempotent; works on partial records."""
+    errors = []
+    pid, start = h.get("nspawn_pid"), h.get("nspawn_start")
+    if _alive(pid, start):
+        leader = leader_pid(h)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)       # nspawn asks the container's systemd to power off
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _alive(pid, start) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid, start):
+            _log("host %s: no clean shutdown in %ds, killing it" % (h.get("name"), STOP_TIMEOUT))
+            for p in (leader, pid):
+                if p:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(pid, start) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for p in list(_POPENS):
+            if p.pid == pid:
+                with contextlib.suppress(Exception):
+                    p.wait(timeout=5)
+                _POPENS.remove(p)
+        if _alive(pid, start):
+            errors.append("systemd-nspawn pid %d survived SIGKILL" % pid)
+    root = h.get("root")
+    if root and _mounted(root):
+        if _run(["umount", root], check=False).returncode != 0:
+            time.sleep(0.5)
+            if _run(["umount", root], check=False).returncode != 0:
+                _run(["umount", "-l", root], check=False)
+        if _mounted(root):
+            errors.append("%s is still mounted" % root)
+    ns = h.get("netns")
+    if ns and os.path.exists("/run/netns/" + ns):
+        r = _run(["ip", "netns", "del", ns], check=False)
+        if r.returncode != 0:
+            errors.append("ip netns del %s: %s" % (ns, r.stderr.decode().strip()))
+    vh = h.get("veth_host")
+    if vh and os.path.exists("/sys/class/net/" + vh):
+        _run(["ip", "link", "del", vh], check=False)
+    if "k" in h and h.get("iface"):
+        while _run(["iptables", "-t", "nat", "-C"] + _nat_rule(h), check=False).returncode == 0:
+            _run(["iptables", "-t", "nat", "-D"] + _nat_rule(h))
+    hostdir = h.get("hostdir")
+    if hostdir and os.path.isdir(hostdir) and not errors:
+        shutil.rmtree(hostdir, ignore_errors=False)
+    if errors:
+        raise HarnessError("host %s: teardown incomplete: %s" % (h.get("name"), "; ".join(errors)))
+    if "k" in h:
+        _reg_free(h["k"])
+
+
+# --------------------------------------------------------------------------- public API
+
+def create(state_dir, count=1, prefix=DEFAULT_PREFIX):
+    """Create `count` hosts; write DIR/state.json and DIR/inventory.yml; return the state dict."""
+    _check_env()
+    if not re.match(r"^[a-z][a-z0-9-]{0,30}$", prefix or ""):
+        raise HarnessError("--prefix %r: use lowercase letters, digits and '-', starting with a "
+                           "letter (max 31 chars)" % prefix)
+    if not isinstance(count, int) or not 1 <= count <= 32:
+        raise HarnessError("--count %r: give a number of hosts from 1 to 32" % (count,))
+    state_dir = os.path.abspath(state_dir)
+    if load_state(state_dir):
+        raise HarnessError("%s already holds test hosts; run `testhosts.py destroy --state %s` "
+                           "first" % (state_dir, state_dir))
+    lower = ensure_rootfs()
+    os.makedirs(os.path.join(state_dir, "hosts"), mode=0o700, exist_ok=True)
+    key = os.path.join(state_dir, "id_ed25519")
+    if not os.path.exists(key):
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ansible@llmops-testhosts",
+              "-f", key])
+    with open(key + ".pub") as fh:
+        pubkey = fh.read()
+    iface = _default_iface()
+    names = ["%s%d" % (prefix, i) for i in range(1, count + 1)]
+    ks = _allocate(count, state_dir, names)
+    hosts = [_host_record(state_dir, k, n, iface) for k, n in zip(ks, names)]
+    state = {"version": 1, "key": key, "hosts": hosts, "created": time.time()}
+    _save_state(state_dir, state)   # before anything is made, so destroy always finds it
+    errors = []
+
+    def one(h):
+        try:
+            _prepare_root(h, lower, pubkey)
+            _setup_net(h)
+            _boot(h)
+            _reg_update(h["k"], nspawn_pid=h["nspawn_pid"], nspawn_start=h["nspawn_start"],
+                        status="booting", record=h)
+            _wait_ready(h, time.monotonic() + BOOT_TIMEOUT)
+            _reg_update(h["k"], status="running", record=h)
+        except Exception as exc:   # collected; every host is torn down below
+            errors.append(str(exc))
+        finally:
+            _reg_update(h["k"], record=h)
+
+    threads = [threading.Thread(target=one, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _save_state(state_dir, state)
+    if errors:
+        try:
+            destroy(state_dir)
+            cleanup = "everything made was removed"
+        except Exception as exc:   # report both failures
+            cleanup = "cleanup failed too (run `testhosts.py gc`): %s" % exc
+        raise HarnessError("create failed (%s):\n%s" % (cleanup, "\n".join(errors)))
+    _write_inventory(state_dir, state)
+    return state
+
+
+def destroy(state_dir):
+    """Destroy every host of `state_dir`. Idempotent: nothing there is not an error."""
+    _check_env()
+    state_dir = os.path.abspath(state_dir)
+    state = load_state(state_dir) or {"hosts": []}
+    hosts = list(state["hosts"])
+    seen = {h.get("k") for h in hosts}
+    reg = _reg_load()   # hosts registered for this dir but missing from state.json (crash)
+    for k, e in reg["hosts"].items():
+        if e.get("state_dir") == state_dir and int(k) not in seen:
+            hosts.append(e.get("record") or {"k": int(k), "name": e.get("name")})
+    errors = []
+    threads = []
+
+    def one(h):
+        try:
+            _teardown_host(h)
+        except Exception as exc:
+            errors.append(str(exc))
+
+    for h in hosts:
+        threads.append(threading.Thread(target=one, args=(h,)))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise HarnessError("destroy of %s incomplete:\n%s" % (state_dir, "\n".join(errors)))
+    for f in ("inventory.yml", "id_ed25519", "id_ed25519.pub", "state.json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(state_dir, f))
+    for d in (os.path.join(state_dir, "hosts"), state_dir):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)   # only when empty: never remove what we did not make
+
+
+def gc():
+    """Tear down registered hosts whose owner is gone. Returns the names cleaned."""
+    _check_env()
+    cleaned = []
+    for k, e in sorted(_reg_load()["hosts"].items()):
+        status = e.get("status")
+        if status == "creating" or (status == "booting" and not e.get("nspawn_pid")):
+            gone = not _alive(e.get("creator_pid"), e.get("creator_start"))
+        else:
+            gone = (not _alive(e.get("nspawn_pid"), e.get("nspawn_start"))
+                    or not os.path.isfile(_state_file(e.get("state_dir", "/nonexistent"))))
+        if gone:
+            rec = e.get("record") or {"k": int(k), "name": e.get("name")}
+            _log("gc: removing %s (k=%s, state %s)" % (e.get("name"), k, e.get("state_dir")))
+            _teardown_host(rec)
+            cleaned.append(e.get("name"))
+    return cleaned
+
+
+def _find_host(state_dir, name):
+    state = load_state(os.path.abspath(state_dir))
+    if not state:
+        raise HarnessError("no test hosts in %s (state.json missing)" % state_dir)
+    for h in state["hosts"]:
+        if h["name"] == name:
+            return h
+    raise HarnessError("no host %r in %s; hosts: %s" % (
+        name, state_dir, ", ".join(h["name"] for h in state["hosts"])))
+
+
+def host_ip(state_dir, name):
+    return _find_host(state_dir, name)["ip"]
+
+
+def exec_in(state_dir, name, cmd, input=None, check=True, timeout=120):
+    """Run `cmd` (list) inside host `name` with nsenter (all its namespaces, as root)."""
+    h = _find_host(state_dir, name)
+    leader = leader_pid(h)
+    if not leader:
+        raise HarnessError("host %s is not running" % name)
+    proc = subprocess.run(["nsenter", "-t", str(leader), "-a"] + list(cmd), input=input,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise HarnessError("in %s: %s exited %d: %s" % (
+            name, " ".join(cmd), proc.returncode, proc.stderr.decode(errors="replace").strip()))
+    return proc
+
+
+def copy_in(state_dir, name, src, dest, mode="0644", owner="root:root"):
+    """Copy controller file `src` to `dest` inside host `name` (parent dirs created)."""
+    with open(src, "rb") as fh:
+        data = fh.read()
+    exec_in(state_dir, name, ["sh", "-c", 'set -e; mkdir -p "$(dirname "$1")"; umask 077; '
+                              'cat > "$1.tmp"; chmod "$2" "$1.tmp"; chown "$3" "$1.tmp"; '
+                              'mv -f "$1.tmp" "$1"', "sh", dest, mode, owner], input=data)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="testhosts.py", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("create", help="create and boot N hosts, write DIR/inventory.yml")
+    p.add_argument("--state", required=True)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--prefix", default=DEFAULT_PREFIX)
+    p = sub.add_parser("destroy", help="remove every host of DIR (idempotent)")
+    p.add_argument("--state", required=True)
+    sub.add_parser("gc", help="remove hosts whose owner is gone")
+    p = sub.add_parser("exec", help="run CMD inside HOST (nsenter), exit with its status")
+    p.add_argument("--state", required=True)
+    p.add_argument("host")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("ip", help="print HOST's address")
+    p.add_argument("--state", required=True)
+    p.add_argument("host")
+    p = sub.add_parser("list", help="print the hosts of DIR")
+    p.add_argument("--state", required=True)
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "create":
+            t0 = time.monotonic()
+            st = create(a.state, a.count, a.prefix)
+            _log("%d host(s) up in %.1fs: %s; inventory %s" % (
+                len(st["hosts"]), time.monotonic() - t0,
+                ", ".join("%s=%s" % (h["name"], h["ip"]) for h in st["hosts"]),
+                os.path.join(os.path.abspath(a.state), "inventory.yml")))
+        elif a.cmd == "destroy":
+            destroy(a.state)
+        elif a.cmd == "gc":
+            for n in gc():
+                print(n)
+        elif a.cmd == "ip":
+            print(host_ip(a.state, a.host))
+        elif a.cmd == "list":
+            st = load_state(os.path.abspath(a.state)) or {"hosts": []}
+            for h in st["hosts"]:
+                print("%s\t%s\t%s" % (h["name"], h["ip"],
+                                      "running" if leader_pid(h) else "stopped"))
+        elif a.cmd == "exec":
+            cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+            if not cmd:
+                raise HarnessError("exec: give a command after --")
+            h = _find_host(a.state, a.host)
+            leader = leader_pid(h)
+            if not leader:
+                raise HarnessError("host %s is not running" % a.host)
+            return subprocess.call(["nsenter", "-t", str(leader), "-a"] + cmd)
+    except HarnessError as exc:
+        _log("ERROR: %s" % exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
