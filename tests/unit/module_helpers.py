@@ -12,8 +12,15 @@ import urllib.error
 import urllib.request
 
 from ansible.module_utils.testing import patch_module_args
+from ansible.plugins.loader import init_plugin_loader
+from ansible.utils.collection_loader import AnsibleCollectionConfig
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# Import this checkout's plugins through ansible-core's collection loader (as ansible does), installed once
+# for the whole pytest process: a plain namespace-package import of ansible_collections.* first would make a
+# later init_plugin_loader() (test_inventory_gce.py) fail with "collection metadata was not loaded".
+if not AnsibleCollectionConfig.collection_finder:
+    init_plugin_loader([os.path.join(ROOT, "build", "collections")])
 STANDIN_DIR = os.path.join(ROOT, "tests", "standin")
 NVIDIA_SMI = os.path.join(STANDIN_DIR, "nvidia-smi")
 H100_CAPTURE = os.path.join(ROOT, "tests", "fixtures", "gpu", "h100-capture-2026-11-24.txt")

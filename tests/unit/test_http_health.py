@@ -6,9 +6,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from module_helpers import Standin, free_port, run_module  # first: installs the collection loader
 from ansible_collections.llmops.gce_vllm.plugins.module_utils import http_poll as http_utils
 from ansible_collections.llmops.gce_vllm.plugins.modules import http_health
-from module_helpers import Standin, free_port, run_module
 
 MODEL = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
 

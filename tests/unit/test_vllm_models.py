@@ -6,8 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from module_helpers import Standin, free_port, run_module  # first: installs the collection loader
 from ansible_collections.llmops.gce_vllm.plugins.modules import vllm_models
-from module_helpers import Standin, free_port, run_module
 
 MODEL = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
 KEY = "vllm-key-9f8e7d6c5b4a"
