@@ -169,4 +169,3 @@ def test_parse_is_robust(text, fields, expected):
 def test_parse_rejects_a_wrong_column_count():
     with pytest.raises(ValueError, match="expected 7 comma-separated values"):
         gpu_info.parse_query("NVIDIA L4, 23034\n")
-
