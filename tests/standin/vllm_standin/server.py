@@ -17,6 +17,7 @@ GUARDED_PREFIXES = ("/v1", "/v2", "/inference")
 class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 2048  # uvicorn's default backlog
 
     def __init__(self, sock, state, log):
         # The socket is already bound (like vLLM's run_server); only start listening now.
