@@ -483,7 +483,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             elif status == 404:
                 hint = " Check the project ID in 'projects' and 'api_endpoint'."
             raise AnsibleError("%s: listing instances of project %s failed: %s.%s"
-                               % (self.NAME, project, to_native(e).rstrip("."), hint)) from e
+                               % (self.NAME, project, to_native(e).rstrip("."), hint)) from None
         self.display.vvv("%s: %d instances in project %s in %.2fs"
                          % (self.NAME, len(records), project, time.monotonic() - started))
         return records

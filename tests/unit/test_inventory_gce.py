@@ -22,8 +22,11 @@ from ansible.template import trust_as_template
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 COLLECTIONS = os.path.join(ROOT, "build", "collections")
 init_plugin_loader([COLLECTIONS])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 from ansible_collections.llmops.gce_vllm.plugins.inventory import gce as gce_inventory  # noqa: E402
+from tests.compute_api.server import ComputeApiServer  # noqa: E402
 
 PLUGIN = "llmops.gce_vllm.gce"
 
@@ -64,6 +67,37 @@ def a_instance(name="vm-1", zone="asia-northeast3-a", status="RUNNING", tags=("a
     if labels:
         inst["labels"] = dict(labels)
     return inst
+
+
+@pytest.fixture
+def api():
+    """The local Compute API (tests/compute_api) in a thread on 127.0.0.1."""
+    srv = ComputeApiServer().start()
+    yield srv
+    srv.stop()
+
+
+def api_endpoint(srv):
+    return srv.endpoint
+
+
+def add_instance(srv, project, inst):
+    """Put an instance resource straight into the API's state (like its own seed()), as the API stores it."""
+    zone = inst["zone"].rsplit("/", 1)[-1]
+    with srv.api.lock:
+        srv.api.state.project(project)["instances"].setdefault(zone, {})[inst["name"]] = inst
+
+
+def seed_instances(srv, project, count, zones):
+    srv.api.seed(count, project=project, zones=zones)
+
+
+def aggregated_calls(srv):
+    return len(srv.requests(r"/aggregated/instances"))
+
+
+def total_calls(srv):
+    return len(srv.requests())
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -136,3 +170,244 @@ def test_simple_expressions_resolve_like_jinja(tmp_path):
 def _jinja(plugin, expr, variables):
     plugin.templar.available_variables = variables
     return plugin.templar.evaluate_expression(trust_as_template(expr))
+
+
+# --------------------------------------------------------------------------- against the local Compute API
+ZONES20 = (["asia-northeast%d-%s" % (r, z) for r in (1, 2, 3) for z in "abc"]
+           + ["us-central1-%s" % z for z in "abcf"] + ["europe-west1-%s" % z for z in "bcd"]
+           + ["europe-west4-%s" % z for z in "abc"] + ["us-east1-b"])
+
+
+def write_config(tmp_path, api, name="test.gce.yml", **options):
+    config = {"plugin": PLUGIN, "projects": ["proj-one"], "auth_kind": "accesstoken",
+              "access_token": "local-test-token", "api_endpoint": api_endpoint(api)}
+    config.update(options)
+    path = tmp_path / name
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return str(path)
+
+
+def parse(path, cache=True):
+    """Run the plugin the way ansible-core does (parse, cache update, reconcile); returns the InventoryData."""
+    inventory = InventoryData()
+    plugin = inventory_loader.get(PLUGIN)
+    plugin.parse(inventory, DataLoader(), path, cache=cache)
+    if plugin.get_option("cache"):
+        plugin.update_cache_if_changed()
+    inventory.reconcile_inventory()
+    return inventory
+
+
+def group_hosts(inventory, group):
+    return sorted(h.name for h in inventory.groups[group].get_hosts()) if group in inventory.groups else []
+
+
+@pytest.fixture
+def fleet(api):
+    """Three instances: the L4 AI server, a CPU box in another zone without external IP, a TERMINATED one."""
+    add_instance(api, "proj-one", a_instance(labels={"env": "prod", "app": "vllm"}))
+    add_instance(api, "proj-one", a_instance(name="cpu-1", zone="asia-northeast3-b", tags=("monitoring",),
+                                             nat_ip=None, network_ip="10.178.0.3", gpus=(),
+                                             machine_type="e2-standard-2", labels={"env": "dev"}))
+    add_instance(api, "proj-one", a_instance(name="old-1", status="TERMINATED", nat_ip=None,
+                                             network_ip="10.178.0.4"))
+    return api
+
+
+def test_builtin_groups_and_hostvars(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet))
+    assert sorted(inv.hosts) == ["cpu-1", "vm-1"]  # RUNNING only, by default
+    assert group_hosts(inv, "ai_server") == ["vm-1"]
+    assert group_hosts(inv, "monitoring") == ["cpu-1", "vm-1"]
+    assert group_hosts(inv, "label_env_prod") == ["vm-1"]
+    assert group_hosts(inv, "label_app_vllm") == ["vm-1"]
+    assert group_hosts(inv, "label_env_dev") == ["cpu-1"]
+    assert group_hosts(inv, "zone_asia_northeast3_a") == ["vm-1"]
+    assert group_hosts(inv, "zone_asia_northeast3_b") == ["cpu-1"]
+    assert group_hosts(inv, "region_asia_northeast3") == ["cpu-1", "vm-1"]
+    assert group_hosts(inv, "status_running") == ["cpu-1", "vm-1"]
+    assert group_hosts(inv, "machine_type_g2_standard_4") == ["vm-1"]
+    assert group_hosts(inv, "gpu_nvidia_l4") == ["vm-1"]
+    assert "status_terminated" not in inv.groups and "project_proj_one" not in inv.groups
+    vm = inv.hosts["vm-1"].vars
+    assert vm["ansible_host"] == "203.0.113.7"
+    assert vm["gce_private_ip"] == "10.178.0.2" and vm["gce_public_ip"] == "203.0.113.7"
+    assert vm["gce_gpus"] == [{"type": "nvidia-l4", "count": 1}]
+    assert vm["gce_zone"] == "asia-northeast3-a" and vm["gce_machine_type"] == "g2-standard-4"
+    assert vm["gce_tags"] == ["ai-server", "monitoring"] and vm["gce_labels"] == {"env": "prod", "app": "vllm"}
+    assert vm["gce_metadata"] == {}
+    # no external IP: ansible_host falls back to the private address
+    assert inv.hosts["cpu-1"].vars["ansible_host"] == "10.178.0.3"
+    assert aggregated_calls(fleet) == 1
+
+
+def test_statuses_option(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, statuses=[]))
+    assert sorted(inv.hosts) == ["cpu-1", "old-1", "vm-1"]
+    assert group_hosts(inv, "status_terminated") == ["old-1"]
+    inv = parse(write_config(tmp_path, fleet, statuses=["TERMINATED", "STOPPED"]))
+    assert sorted(inv.hosts) == ["old-1"]
+
+
+def test_zones_filter_on_the_controller_with_one_call(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, zones=["asia-northeast3-b"]))
+    assert sorted(inv.hosts) == ["cpu-1"]
+    assert aggregated_calls(fleet) == 1
+
+
+def test_hostnames_preference(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, hostnames=["public_ip", "name"]))
+    assert sorted(inv.hosts) == ["203.0.113.7", "cpu-1"]
+    inv = parse(write_config(tmp_path, fleet, hostnames=["private_ip"]))
+    assert sorted(inv.hosts) == ["10.178.0.2", "10.178.0.3"]
+    inv = parse(write_config(tmp_path, fleet, hostnames=["labels.app", "gce_name ~ '.' ~ gce_zone"]))
+    assert sorted(inv.hosts) == ["cpu-1.asia-northeast3-b", "vllm"]
+
+
+def test_address_preference(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, address_preference=["private_ip"]))
+    assert inv.hosts["vm-1"].vars["ansible_host"] == "10.178.0.2"
+    inv = parse(write_config(tmp_path, fleet, address_preference=[]))
+    assert "ansible_host" not in inv.hosts["vm-1"].vars
+
+
+def test_same_name_in_two_zones_gets_a_unique_hostname(tmp_path, api, capsys):
+    add_instance(api, "proj-one", a_instance(name="web", zone="asia-northeast3-a"))
+    add_instance(api, "proj-one", a_instance(name="web", zone="asia-northeast3-b"))
+    inv = parse(write_config(tmp_path, api))
+    assert len(inv.hosts) == 2 and "web" in inv.hosts
+    other = [h for h in inv.hosts if h != "web"][0]
+    assert other in ("web.asia-northeast3-a", "web.asia-northeast3-b")
+    assert inv.hosts[other].vars["gce_zone"] == other.split(".", 1)[1]
+
+
+def test_users_keyed_groups_groups_and_compose(tmp_path, fleet):
+    inv = parse(write_config(
+        tmp_path, fleet,
+        keyed_groups=[{"key": "gce_labels.env", "prefix": "env"},
+                      {"key": "gce_machine_type | regex_replace('-.*', '')", "prefix": "family"}],
+        groups={"has_gpu": "gce_gpus | length > 0"},
+        compose={"ansible_user": "'ubuntu'", "gpu_count": "gce_gpus | map(attribute='count') | sum"}))
+    assert group_hosts(inv, "env_prod") == ["vm-1"] and group_hosts(inv, "env_dev") == ["cpu-1"]
+    assert group_hosts(inv, "family_g2") == ["vm-1"] and group_hosts(inv, "family_e2") == ["cpu-1"]
+    assert group_hosts(inv, "has_gpu") == ["vm-1"]
+    assert inv.hosts["vm-1"].vars["ansible_user"] == "ubuntu"
+    assert inv.hosts["vm-1"].vars["gpu_count"] == 1 and inv.hosts["cpu-1"].vars["gpu_count"] == 0
+    assert group_hosts(inv, "ai_server") == ["vm-1"]  # built-in groups still there
+
+
+def test_builtin_groups_can_be_chosen(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, builtin_groups=["project", "tags"], tag_group_prefix="tag_"))
+    assert group_hosts(inv, "project_proj_one") == ["cpu-1", "vm-1"]
+    assert group_hosts(inv, "tag_ai_server") == ["vm-1"]
+    assert "ai_server" not in inv.groups and "zone_asia_northeast3_a" not in inv.groups
+
+
+def test_metadata_only_the_listed_keys(tmp_path, api):
+    add_instance(api, "proj-one", a_instance(metadata={"startup-script": "export TOKEN=s3cr3t", "role": "ai"}))
+    inv = parse(write_config(tmp_path, api, metadata_keys=["role"]))
+    assert inv.hosts["vm-1"].vars["gce_metadata"] == {"role": "ai"}
+    assert "s3cr3t" not in json.dumps(inv.hosts["vm-1"].vars)
+
+
+def test_pagination_one_aggregated_call_per_page(tmp_path, api):
+    seed_instances(api, "proj-one", 1234, ZONES20)
+    inv = parse(write_config(tmp_path, api, statuses=[]))
+    assert len(inv.hosts) == 1234
+    assert aggregated_calls(api) == 3  # 500 + 500 + 234, never one call per zone
+    assert sum(len(group_hosts(inv, "zone_" + z.replace("-", "_"))) for z in ZONES20) == 1234
+
+
+def test_several_projects(tmp_path, api):
+    add_instance(api, "proj-one", a_instance(name="a-1"))
+    add_instance(api, "proj-two", a_instance(name="b-1", project="proj-two"))
+    inv = parse(write_config(tmp_path, api, projects=["proj-one", "proj-two"], builtin_groups=["project"]))
+    assert group_hosts(inv, "project_proj_one") == ["a-1"] and group_hosts(inv, "project_proj_two") == ["b-1"]
+    assert inv.hosts["b-1"].vars["gce_project"] == "proj-two"
+    assert aggregated_calls(api) == 2
+
+
+def test_cache_hit_makes_no_api_call(tmp_path, fleet):
+    cache_dir = tmp_path / "cache"
+    path = write_config(tmp_path, fleet, cache=True, cache_plugin="ansible.builtin.jsonfile",
+                        cache_connection=str(cache_dir), cache_timeout=600)
+    first = parse(path)
+    assert aggregated_calls(fleet) == 1 and any(cache_dir.iterdir())
+    second = parse(path)  # a new plugin instance, like a new ansible-playbook run
+    assert aggregated_calls(fleet) == 1, "the cached run called the API"
+    assert sorted(second.hosts) == sorted(first.hosts)
+    assert {g: group_hosts(second, g) for g in second.groups} == {g: group_hosts(first, g) for g in first.groups}
+    assert second.hosts["vm-1"].vars["gce_gpus"] == first.hosts["vm-1"].vars["gce_gpus"]
+    # refresh (meta: refresh_inventory, --flush-cache) fetches again
+    parse(path, cache=False)
+    assert aggregated_calls(fleet) == 2
+    # another query (other filters) does not reuse the cached answer
+    path = write_config(tmp_path, fleet, cache=True, cache_plugin="ansible.builtin.jsonfile",
+                        cache_connection=str(cache_dir), cache_timeout=600, filters=["labels.env = prod"])
+    parse(path)
+    assert aggregated_calls(fleet) == 3
+
+
+def test_filter_syntax_error_shows_the_api_message(tmp_path, fleet):
+    path = write_config(tmp_path, fleet, filters=["labels.env = = prod"])
+    with pytest.raises(AnsibleError) as err:
+        parse(path)
+    text = str(err.value)
+    assert "HTTP 400" in text and "Invalid list filter expression" in text
+    assert "Check the 'filters' option" in text and "labels.env = = prod" in text
+
+
+def test_missing_credentials_file_fails_before_any_api_call(tmp_path, fleet):
+    path = write_config(tmp_path, fleet, auth_kind="serviceaccount",
+                        service_account_file=str(tmp_path / "nope.json"))
+    with pytest.raises(AnsibleError) as err:
+        parse(path)
+    assert "nope.json does not exist" in str(err.value) and "service_account_file" in str(err.value)
+    assert total_calls(fleet) == 0
+
+
+@pytest.mark.parametrize("options,words", [
+    ({"projects": []}, ["'projects' is empty", "GCP_PROJECT"]),
+    ({"projects": ["Bad_Project"]}, ["not a project ID"]),
+    ({"zones": ["asia-northeast3"]}, ["option 'zones'", "asia-northeast3-a"]),
+    ({"hostnames": ["public-ip"]}, ["option 'hostnames'", "public-ip"]),
+    ({"page_size": 1000}, ["page_size", "1 to 500"]),
+    ({"auth_kind": "accesstoken", "access_token": ""}, ["access_token", "GCP_ACCESS_TOKEN"]),
+])
+def test_bad_options_fail_before_any_api_call(tmp_path, fleet, monkeypatch, options, words):
+    monkeypatch.delenv("GCP_PROJECT", raising=False)
+    monkeypatch.delenv("GCP_ACCESS_TOKEN", raising=False)
+    with pytest.raises(AnsibleError) as err:
+        parse(write_config(tmp_path, fleet, **options))
+    for word in words:
+        assert word in str(err.value)
+    assert total_calls(fleet) == 0
+
+
+def test_5000_instances_in_20_zones(tmp_path, api):
+    """Behaviour at fleet size (timing is `make bench`'s job; printed here for information)."""
+    seed_instances(api, "proj-one", 5000, ZONES20)
+    path = write_config(tmp_path, api, statuses=[])
+    started = time.perf_counter()
+    inv = parse(path)
+    took = time.perf_counter() - started
+    print("5,000 instances: inventory built in %.2fs" % took)
+    assert len(inv.hosts) == 5000
+    assert aggregated_calls(api) == 10
+    assert sum(len(group_hosts(inv, "zone_" + z.replace("-", "_"))) for z in ZONES20) == 5000
+
+
+def test_ansible_inventory_cli(tmp_path, fleet):
+    """The real CLI: ansible-inventory -i x.gce.yml --list, the endpoint from GCE_API_ENDPOINT."""
+    path = write_config(tmp_path, fleet, name="cli.gce.yml")
+    config = json.loads(open(path).read())
+    del config["api_endpoint"]
+    open(path, "w").write(json.dumps(config))
+    env = dict(os.environ, GCE_API_ENDPOINT=api_endpoint(fleet), ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
+               ANSIBLE_INVENTORY_UNPARSED_FAILED="true")
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-inventory"), "-i", path, "--list"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    data = json.loads(out)
+    assert data["ai_server"]["hosts"] == ["vm-1"]
+    assert sorted(data["monitoring"]["hosts"]) == ["cpu-1", "vm-1"]
+    assert data["_meta"]["hostvars"]["vm-1"]["gce_zone"] in ("asia-northeast3-a", {"__ansible_unsafe": "asia-northeast3-a"})
