@@ -163,7 +163,7 @@ def build_parser():
 def _config_error(message):
     """vLLM validates its configs after parsing: the process dies with a traceback, exit 1."""
     sys.stdout.flush()
-    if message.startswith("ValueError: "):
+    if message.startswith(("ValueError: ", "RuntimeError: ")):
         head = ""
     else:
         head = "pydantic_core._pydantic_core.ValidationError: 1 validation error for VllmConfig\n"
@@ -188,8 +188,8 @@ def validate(args):
             "(max_position_embeddings=%d in model's config.json). This may lead to incorrect model outputs "
             "or CUDA errors." % (args.max_model_len, model_max))
     if args.lora_modules and not args.enable_lora:
-        return _config_error("ValueError: Cannot load LoRA adapters %s: LoRA is not enabled. "
-                             "Use --enable-lora to enable LoRA."
+        return _config_error("RuntimeError: LoRA is not enabled. Use --enable-lora to enable LoRA. "
+                             "(while loading the --lora-modules %s)"
                              % ", ".join(lora.name for lora in args.lora_modules))
     if args.max_cpu_loras is not None and args.max_cpu_loras < args.max_loras:
         return _config_error("Value error, max_cpu_loras (%d) must be >= max_loras (%d)"
