@@ -581,3 +581,58 @@ def client_from_module(module, require_project=True, **extra):
         return GceClient(**kwargs)
     except GceError as e:
         module.fail_json(msg=str(e))
+
+
+# --------------------------------------------------------------------------------------------- GPU rules
+DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
+RECOMMENDED_GPU_IMAGE_PROJECT = "ubuntu-os-accelerator-images"
+RECOMMENDED_GPU_IMAGE_FAMILY = "ubuntu-accelerator-2204-amd64-with-nvidia-580"
+# machine-type families that always carry GPUs (accelerator-optimized)
+GPU_MACHINE_FAMILIES = ("a2", "a3", "a4", "g2", "g4")
+
+
+def machine_family(machine_type):
+    return _basename(machine_type or "").split("-", 1)[0]
+
+
+def check_gpu_setup(machine_type=None, accelerators=None, on_host_maintenance=None, image_project=None,
+                    machine_type_name="machine_type", accelerators_name="accelerators",
+                    maintenance_name="scheduling.on_host_maintenance", image_project_name="image_project"):
+    """The runbook's hardware rules, checked before any API call; a list of error messages (empty = fine).
+
+    - nvidia-l4 attaches only to G2 machine types;
+    - a VM with GPUs (accelerators, or an accelerator-optimized machine type) cannot live-migrate: it needs
+      on_host_maintenance TERMINATE;
+    - Deep Learning VM images (deeplearning-platform-release) do not work on G2.
+    """
+    errors = []
+    family = machine_family(machine_type) if machine_type else None
+    accelerators = accelerators or []
+    for acc in accelerators:
+        acc_type = _basename(str((acc or {}).get("type") or ""))
+        if acc_type.startswith("nvidia-l4") and family and family != "g2":
+            errors.append("%s: %s cannot carry %s; NVIDIA L4 GPUs attach only to G2 machine types (g2-standard-4, "
+                          "g2-standard-8, ...). Set %s to a G2 type such as g2-standard-4."
+                          % (machine_type_name, machine_type, acc_type, machine_type_name))
+    has_gpu = any(int((a or {}).get("count") or 0) > 0 for a in accelerators) or family in GPU_MACHINE_FAMILIES
+    if has_gpu and str(on_host_maintenance or "").upper() == "MIGRATE":
+        errors.append("%s: MIGRATE is impossible for a VM with GPUs (%s): Compute Engine cannot live-migrate GPUs, "
+                      "so a GPU VM must stop for host maintenance. Set %s to TERMINATE (with automatic_restart: "
+                      "true, the runbook's --maintenance-policy=TERMINATE --restart-on-failure)."
+                      % (maintenance_name, machine_type or accelerators_name, maintenance_name))
+    if image_project == DLVM_IMAGE_PROJECT and family == "g2":
+        errors.append("%s: Deep Learning VM images (%s) do not work on G2 machine types (the runbook's "
+                      "troubleshooting B-1: creating the VM fails). Use the %s project, e.g. image family %s "
+                      "(NVIDIA driver 580 preinstalled)." % (image_project_name, DLVM_IMAGE_PROJECT,
+                                                             RECOMMENDED_GPU_IMAGE_PROJECT,
+                                                             RECOMMENDED_GPU_IMAGE_FAMILY))
+    return errors
+
+
+def image_path(image=None, image_family=None, image_project=None, project=None):
+    """The API path that resolves a boot image: an image name/URL, or images/family/FAMILY (newest image)."""
+    if image:
+        if "/" in image:
+            return image
+        return "projects/%s/global/images/%s" % (image_project or project, image)
+    return "projects/%s/global/images/family/%s" % (image_project or project, image_family)

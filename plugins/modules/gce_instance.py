@@ -1,0 +1,625 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmops.gce_vllm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: gce_instance
+short_description: Manage a Compute Engine VM (GPU-aware)
+version_added: 0.1.0
+description:
+  - Creates, starts, stops or deletes one Compute Engine instance through the Compute Engine v1 REST API.
+  - Built for GPU VMs such as the runbook's C(g2-standard-4) with one NVIDIA L4. Before any API call it refuses
+    what cannot work. A VM with GPUs and O(scheduling.on_host_maintenance=MIGRATE), C(nvidia-l4) on a machine
+    type that is not G2, or a Deep Learning VM image (C(deeplearning-platform-release)) on G2.
+  - The boot image can be an image family; it is resolved to the family's newest image when the VM is created.
+  - "Idempotent: an existing instance whose managed settings match gives C(changed=false). Drift of O(tags),
+    O(labels), O(metadata) (the keys given) and O(scheduling) is corrected in place (C(setTags), C(setLabels),
+    C(setMetadata), C(setScheduling)). Drift of the machine type, the accelerators or the boot disk needs the
+    VM stopped or re-created; it is reported in RV(pending_changes) with a warning, never applied silently."
+author:
+  - llmops.gce_vllm contributors
+extends_documentation_fragment:
+  - llmops.gce_vllm.gce
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change; only reads from the API (images are still resolved).
+  diff_mode:
+    support: full
+    description: Shows status, machine type, accelerators, tags, labels, metadata keys and scheduling before and after.
+options:
+  name:
+    description: Name of the instance (RFC 1035).
+    type: str
+    required: true
+  zone:
+    description: Zone of the instance, for example V(asia-northeast3-a).
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) the instance exists (created and running if it did not exist; an existing stopped VM stays stopped).
+      - V(started) the instance exists and is C(RUNNING).
+      - V(stopped) or V(terminated) the instance exists and is stopped (C(TERMINATED)); it must exist already.
+      - V(absent) the instance does not exist (its auto-delete boot disk goes with it).
+    type: str
+    choices: [present, absent, started, stopped, terminated]
+    default: present
+  machine_type:
+    description: Machine type, for example V(g2-standard-4). Required to create the instance.
+    type: str
+  accelerators:
+    description:
+      - GPUs to attach. G2 machine types come with their L4 GPUs; listing them (the runbook's
+        C(--accelerator=type=nvidia-l4,count=1)) is accepted when it matches.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      type:
+        description: Accelerator type, for example V(nvidia-l4).
+        type: str
+        required: true
+      count:
+        description: Number of GPUs.
+        type: int
+        default: 1
+  boot_disk:
+    description: The boot disk, used when the instance is created.
+    type: dict
+    suboptions:
+      image:
+        description: An image name (in O(boot_disk.image_project)) or an image URL. Mutually exclusive with O(boot_disk.image_family).
+        type: str
+      image_family:
+        description: An image family, resolved to its newest image at creation (images.getFromFamily).
+        type: str
+      image_project:
+        description: Project of the image or family, for example V(ubuntu-os-accelerator-images). Defaults to O(project).
+        type: str
+      size_gb:
+        description: Size in GB (at least 10, and not smaller than the image).
+        type: int
+        default: 10
+      type:
+        description: Disk type, for example V(pd-ssd) or V(pd-balanced).
+        type: str
+        default: pd-balanced
+      auto_delete:
+        description: Delete the disk with the instance.
+        type: bool
+        default: true
+  scheduling:
+    description: Scheduling. With GPUs, O(scheduling.on_host_maintenance) must be V(TERMINATE) (its default then).
+    type: dict
+    suboptions:
+      on_host_maintenance:
+        description: V(TERMINATE) or V(MIGRATE). Default V(TERMINATE) with GPUs, else V(MIGRATE).
+        type: str
+        choices: [TERMINATE, MIGRATE]
+      automatic_restart:
+        description: Restart the VM after a host event or crash.
+        type: bool
+        default: true
+  network:
+    description: VPC network of the first interface (name, or C(global/networks/NAME) path or URL).
+    type: str
+    default: default
+  external_ip:
+    description: Give the VM an ephemeral external IP (ONE_TO_ONE_NAT access config).
+    type: bool
+    default: true
+  tags:
+    description: Network tags (the firewall rules target them). Managed exactly when given.
+    type: list
+    elements: str
+  labels:
+    description: Labels. Managed exactly when given.
+    type: dict
+  metadata:
+    description:
+      - Metadata items. The keys given are set to the values given; other keys already on the instance are kept.
+    type: dict
+  service_account_email:
+    description: Service account of the VM (used at creation). Omit for none.
+    type: str
+  service_account_scopes:
+    description: OAuth scopes of the VM's service account (used at creation).
+    type: list
+    elements: str
+    default: ['https://www.googleapis.com/auth/cloud-platform']
+  operation_timeout:
+    description: Seconds to wait for each operation to finish (creation of a GPU VM can take minutes).
+    type: int
+    default: 900
+'''
+
+EXAMPLES = r'''
+- name: The runbook's L4 VM
+  llmops.gce_vllm.gce_instance:
+    project: my-project
+    name: ai-server-l4
+    zone: asia-northeast3-a
+    machine_type: g2-standard-4
+    accelerators:
+      - type: nvidia-l4
+        count: 1
+    boot_disk:
+      image_family: ubuntu-accelerator-2204-amd64-with-nvidia-580
+      image_project: ubuntu-os-accelerator-images
+      size_gb: 200
+      type: pd-ssd
+    scheduling:
+      on_host_maintenance: TERMINATE
+      automatic_restart: true
+    tags: [ai-server, monitoring]
+    labels: {app: vllm}
+  register: vm
+
+- name: Show its addresses
+  ansible.builtin.debug:
+    msg: "{{ vm.nat_ip }} / {{ vm.internal_ip }}"
+
+- name: Stop it to save cost
+  llmops.gce_vllm.gce_instance:
+    project: my-project
+    name: ai-server-l4
+    zone: asia-northeast3-a
+    state: stopped
+'''
+
+RETURN = r'''
+name:
+  description: Name of the instance.
+  returned: always
+  type: str
+  sample: ai-server-l4
+zone:
+  description: Zone of the instance.
+  returned: always
+  type: str
+  sample: asia-northeast3-a
+status:
+  description: Status at the end (C(RUNNING), C(TERMINATED), ...), or V(ABSENT).
+  returned: always
+  type: str
+  sample: RUNNING
+nat_ip:
+  description: External IP (C(networkInterfaces[0].accessConfigs[0].natIP)), or null.
+  returned: always
+  type: str
+  sample: 203.0.113.10
+internal_ip:
+  description: Internal IP (C(networkInterfaces[0].networkIP)), or null.
+  returned: always
+  type: str
+  sample: 10.178.0.2
+self_link:
+  description: The instance's self link.
+  returned: when the instance exists
+  type: str
+  sample: https://www.googleapis.com/compute/v1/projects/my-project/zones/asia-northeast3-a/instances/ai-server-l4
+id:
+  description: Numeric ID of the instance (a string).
+  returned: when the instance exists
+  type: str
+  sample: "4567890123456789012"
+machine_type:
+  description: Machine type name.
+  returned: when the instance exists
+  type: str
+  sample: g2-standard-4
+image:
+  description: Self link of the image the boot disk was created from (resolved from the family), when this run created it.
+  returned: when created
+  type: str
+  sample: https://www.googleapis.com/compute/v1/projects/ubuntu-os-accelerator-images/global/images/ubuntu-accelerator-2204-amd64-with-nvidia-580-v20260210
+actions:
+  description: What was done (or would be, in check mode), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [create]
+pending_changes:
+  description: Differences that were not applied because they need the VM stopped or re-created (machine type, accelerators).
+  returned: always
+  type: list
+  elements: str
+  sample: ["machine_type: g2-standard-4 -> g2-standard-8 (stop the VM and change it, or re-create it)"]
+instance:
+  description: The instance as the API returns it.
+  returned: when the instance exists
+  type: dict
+'''
+
+import re
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
+    GCE_AUTH_ARGSPEC,
+    GceError,
+    basename,
+    check_gpu_setup,
+    check_labels,
+    check_name,
+    check_zone,
+    client_from_module,
+    image_path,
+    machine_family,
+)
+
+_GPU_FAMILIES_WITH_BUILTIN = ("g2", "a2", "a3", "a4", "g4")
+_METADATA_KEY_RE = r"^[a-zA-Z0-9_-]{1,128}$"
+
+
+def validate(module):
+    p = module.params
+    errors = []
+    for err in (check_name(p["name"], "name"), check_zone(p["zone"], "zone")):
+        if err:
+            errors.append(err)
+    creating_args = p["state"] in ("present", "started")
+    sched = p["scheduling"] or {}
+    boot = p["boot_disk"] or {}
+    if creating_args:
+        if p["machine_type"] and not re.match(r"^[a-z0-9]+(-[a-z0-9]+)+$", basename(p["machine_type"])):
+            errors.append("machine_type: %r is not a machine type name such as g2-standard-4" % p["machine_type"])
+        for i, acc in enumerate(p["accelerators"]):
+            if acc["count"] < 1:
+                errors.append("accelerators[%d].count: must be at least 1" % i)
+        errors.extend(check_gpu_setup(p["machine_type"], p["accelerators"], sched.get("on_host_maintenance"),
+                                      boot.get("image_project"), image_project_name="boot_disk.image_project"))
+        if boot:
+            if boot.get("image") and boot.get("image_family"):
+                errors.append("boot_disk: give image or image_family, not both")
+            if boot.get("size_gb") is not None and boot["size_gb"] < 10:
+                errors.append("boot_disk.size_gb: %s is too small; a boot disk has at least 10 GB" % boot["size_gb"])
+    if p["labels"] is not None:
+        err = check_labels(p["labels"])
+        if err:
+            errors.append(err)
+    for tag in p["tags"] or []:
+        err = check_name(tag, "tags")
+        if err:
+            errors.append(err)
+    for key in (p["metadata"] or {}):
+        if not re.match(_METADATA_KEY_RE, str(key)):
+            errors.append("metadata: key %r is not valid; use letters, digits, '-' and '_' (at most 128)" % key)
+    if errors:
+        module.fail_json(msg="; ".join(errors), errors=errors)
+
+
+def has_gpu(p):
+    return bool(p["accelerators"]) or machine_family(p["machine_type"]) in _GPU_FAMILIES_WITH_BUILTIN
+
+
+def desired_scheduling(p):
+    sched = p["scheduling"] or {}
+    ohm = sched.get("on_host_maintenance") or ("TERMINATE" if has_gpu(p) else "MIGRATE")
+    restart = sched.get("automatic_restart")
+    return {"onHostMaintenance": ohm, "automaticRestart": True if restart is None else bool(restart)}
+
+
+def metadata_dict(inst):
+    return dict((i.get("key"), i.get("value")) for i in ((inst.get("metadata") or {}).get("items") or []))
+
+
+def addresses(inst):
+    nic = ((inst or {}).get("networkInterfaces") or [{}])[0]
+    nat = None
+    for ac in nic.get("accessConfigs") or []:
+        if ac.get("natIP"):
+            nat = ac["natIP"]
+            break
+    return nic.get("networkIP"), nat
+
+
+def gpus(inst):
+    return sorted((basename(a.get("acceleratorType")), int(a.get("acceleratorCount") or 0))
+                  for a in (inst or {}).get("guestAccelerators") or [])
+
+
+def view(inst):
+    """The managed settings, for diff."""
+    if not inst:
+        return {}
+    return {
+        "status": inst.get("status"),
+        "machine_type": basename(inst.get("machineType")),
+        "accelerators": ["%s x%d" % g for g in gpus(inst)],
+        "tags": list((inst.get("tags") or {}).get("items") or []),
+        "labels": dict(inst.get("labels") or {}),
+        "metadata_keys": sorted(metadata_dict(inst)),
+        "scheduling": dict((k, (inst.get("scheduling") or {}).get(k)) for k in ("onHostMaintenance",
+                                                                                 "automaticRestart")),
+    }
+
+
+class InstanceManager(object):
+    def __init__(self, module, client):
+        self.module = module
+        self.client = client
+        self.p = module.params
+        self.timeout = self.p["operation_timeout"]
+        self.path = client.project_path("zones", self.p["zone"], "instances", self.p["name"])
+        self.actions = []
+        self.pending = []
+        self.image = None
+
+    def call(self, method, suffix, body=None):
+        self.client.mutate(method, self.path + suffix, body=body, timeout=self.timeout)
+
+    def get(self):
+        return self.client.get(self.path)
+
+    def wait_status(self, wanted, timeout=None):
+        """GET until the instance reaches one of `wanted` statuses (after a start/insert/stop)."""
+        deadline = time.time() + (timeout or self.timeout)
+        while True:
+            inst = self.get()
+            if inst is None or inst.get("status") in wanted or time.time() >= deadline:
+                return inst
+            time.sleep(1)
+
+    # ------------------------------------------------------------- create
+    def resolve_image(self):
+        boot = self.p["boot_disk"] or {}
+        if not (boot.get("image") or boot.get("image_family")):
+            self.module.fail_json(msg="boot_disk: image_family (with image_project) or image is required to create "
+                                      "instance %s, e.g. image_family: ubuntu-accelerator-2204-amd64-with-nvidia-580, "
+                                      "image_project: ubuntu-os-accelerator-images" % self.p["name"])
+        path = image_path(boot.get("image"), boot.get("image_family"), boot.get("image_project"), self.client.project)
+        image = self.client.get(path)
+        if image is None:
+            what = ("image family %s" % boot["image_family"]) if boot.get("image_family") else ("image %s" % boot["image"])
+            self.module.fail_json(msg="boot_disk: %s has no usable image in project %s (families change: list them "
+                                      "with gcloud compute images list --project %s --no-standard-images)"
+                                      % (what, boot.get("image_project") or self.client.project,
+                                         boot.get("image_project") or self.client.project))
+        state = (image.get("deprecated") or {}).get("state")
+        if state in ("OBSOLETE", "DELETED"):
+            self.module.fail_json(msg="boot_disk: image %s is %s" % (image.get("name"), state.lower()))
+        if state == "DEPRECATED":
+            self.module.warn("boot image %s is deprecated" % image.get("name"))
+        size = (boot.get("size_gb") or 10)
+        if image.get("diskSizeGb") and size < int(image["diskSizeGb"]):
+            self.module.fail_json(msg="boot_disk.size_gb: %s GB is smaller than image %s (%s GB)"
+                                      % (size, image.get("name"), image["diskSizeGb"]))
+        return image
+
+    def create_body(self, image):
+        p = self.p
+        zone = p["zone"]
+        boot = p["boot_disk"] or {}
+        body = {
+            "name": p["name"],
+            "machineType": "zones/%s/machineTypes/%s" % (zone, basename(p["machine_type"])),
+            "disks": [{
+                "boot": True,
+                "autoDelete": boot.get("auto_delete", True) is not False,
+                "initializeParams": {
+                    "sourceImage": image["selfLink"],
+                    "diskSizeGb": str(boot.get("size_gb") or 10),
+                    "diskType": "zones/%s/diskTypes/%s" % (zone, basename(boot.get("type") or "pd-balanced")),
+                },
+            }],
+            "scheduling": desired_scheduling(p),
+            "networkInterfaces": [{"network": self.network_path()}],
+        }
+        if p["external_ip"]:
+            body["networkInterfaces"][0]["accessConfigs"] = [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}]
+        if p["accelerators"]:
+            body["guestAccelerators"] = [
+                {"acceleratorType": "projects/%s/zones/%s/acceleratorTypes/%s"
+                                    % (self.client.project, zone, basename(a["type"])),
+                 "acceleratorCount": a["count"]} for a in p["accelerators"]]
+        if p["tags"]:
+            body["tags"] = {"items": list(p["tags"])}
+        if p["labels"]:
+            body["labels"] = dict((k, str(v)) for k, v in p["labels"].items())
+        if p["metadata"]:
+            body["metadata"] = {"items": [{"key": k, "value": str(v)} for k, v in p["metadata"].items()]}
+        if p["service_account_email"]:
+            body["serviceAccounts"] = [{"email": p["service_account_email"],
+                                        "scopes": list(p["service_account_scopes"])}]
+        return body
+
+    def network_path(self):
+        net = self.p["network"]
+        if "/" in net:
+            idx = net.find("projects/")
+            if idx >= 0:
+                return net[idx:]
+            idx = net.find("global/networks/")
+            return net[idx:] if idx >= 0 else net
+        return "global/networks/%s" % net
+
+    def create(self):
+        p = self.p
+        if not p["machine_type"]:
+            self.module.fail_json(msg="machine_type is required to create instance %s (e.g. g2-standard-4)" % p["name"])
+        image = self.resolve_image()
+        self.image = image.get("selfLink")
+        self.actions.append("create")
+        if self.module.check_mode:
+            return None
+        self.client.mutate("POST", self.client.project_path("zones", p["zone"], "instances"),
+                           body=self.create_body(image), timeout=self.timeout)
+        return self.wait_status(("RUNNING",))
+
+    # ------------------------------------------------------------- drift
+    def reconcile(self, inst):
+        """Correct tags/labels/metadata/scheduling; report machine type/accelerator drift."""
+        p = self.p
+        check = self.module.check_mode
+        if p["tags"] is not None:
+            current = list((inst.get("tags") or {}).get("items") or [])
+            if sorted(set(current)) != sorted(set(p["tags"])):
+                self.actions.append("setTags")
+                if not check:
+                    self.call("POST", "/setTags", {"items": list(p["tags"]),
+                                                   "fingerprint": (inst.get("tags") or {}).get("fingerprint")})
+        if p["labels"] is not None:
+            want = dict((k, str(v)) for k, v in p["labels"].items())
+            if dict(inst.get("labels") or {}) != want:
+                self.actions.append("setLabels")
+                if not check:
+                    self.call("POST", "/setLabels", {"labels": want, "labelFingerprint": inst.get("labelFingerprint")})
+        if p["metadata"]:
+            current = metadata_dict(inst)
+            want = dict(current)
+            want.update((k, str(v)) for k, v in p["metadata"].items())
+            if want != current:
+                self.actions.append("setMetadata")
+                if not check:
+                    items = [{"key": k, "value": v} for k, v in want.items()]
+                    self.call("POST", "/setMetadata", {"items": items,
+                                                       "fingerprint": (inst.get("metadata") or {}).get("fingerprint")})
+        want_sched = desired_scheduling(p)
+        cur_sched = inst.get("scheduling") or {}
+        if p["scheduling"] is not None or has_gpu(p):
+            if any(cur_sched.get(k) != v for k, v in want_sched.items()):
+                self.actions.append("setScheduling")
+                if not check:
+                    body = dict((k, v) for k, v in cur_sched.items() if k in ("preemptible", "provisioningModel"))
+                    body.update(want_sched)
+                    self.call("POST", "/setScheduling", body)
+        if p["machine_type"] and basename(inst.get("machineType")) != basename(p["machine_type"]):
+            self.pending.append("machine_type: %s -> %s (stop the VM and change it, or re-create it)"
+                                % (basename(inst.get("machineType")), basename(p["machine_type"])))
+        if p["accelerators"]:
+            want_gpus = sorted((basename(a["type"]), a["count"]) for a in p["accelerators"])
+            if gpus(inst) != want_gpus:
+                self.pending.append("accelerators: %s -> %s (stop the VM and change them, or re-create it)"
+                                    % (gpus(inst), want_gpus))
+        for item in self.pending:
+            self.module.warn("instance %s: %s" % (p["name"], item))
+
+    # ------------------------------------------------------------- run
+    def run(self):
+        p = self.p
+        state = p["state"]
+        inst = self.get()
+        before = view(inst)
+        if state == "absent":
+            if inst is not None:
+                self.actions.append("delete")
+                if not self.module.check_mode:
+                    self.call("DELETE", "")
+            return None, before, {}
+
+        if inst is None:
+            if state in ("stopped", "terminated"):
+                self.module.fail_json(msg="instance %s does not exist in zone %s, so it cannot be stopped; create it "
+                                          "with state=present first" % (p["name"], p["zone"]))
+            inst = self.create()
+            if self.module.check_mode:
+                fake = self.create_body({"selfLink": self.image})
+                fake.update(status="RUNNING", machineType=fake["machineType"])
+                return None, before, view(fake)
+        else:
+            self.reconcile(inst)
+            status = inst.get("status")
+            if state == "started" and status not in ("RUNNING", "PROVISIONING", "STAGING"):
+                if status in ("STOPPING", "SUSPENDING"):
+                    inst = self.wait_status(("TERMINATED", "STOPPED", "SUSPENDED"))
+                self.actions.append("start")
+                if not self.module.check_mode:
+                    self.call("POST", "/start")
+            elif state in ("stopped", "terminated") and status not in ("TERMINATED", "STOPPED"):
+                self.actions.append("stop")
+                if not self.module.check_mode:
+                    self.call("POST", "/stop")
+            if self.actions and not self.module.check_mode:
+                inst = self.get()
+            if state in ("started", "present") and inst and inst.get("status") in ("PROVISIONING", "STAGING"):
+                inst = self.wait_status(("RUNNING",)) if not self.module.check_mode else inst
+            if state in ("stopped", "terminated") and inst and inst.get("status") == "STOPPING" \
+                    and not self.module.check_mode:
+                inst = self.wait_status(("TERMINATED", "STOPPED"))
+        after = view(inst)
+        if self.module.check_mode:
+            after = dict(before)
+            for action in self.actions:
+                if action == "start":
+                    after["status"] = "RUNNING"
+                elif action == "stop":
+                    after["status"] = "TERMINATED"
+                elif action == "setTags":
+                    after["tags"] = list(p["tags"])
+                elif action == "setLabels":
+                    after["labels"] = dict((k, str(v)) for k, v in p["labels"].items())
+                elif action == "setMetadata":
+                    after["metadata_keys"] = sorted(set(before.get("metadata_keys", [])) | set(p["metadata"]))
+                elif action == "setScheduling":
+                    after["scheduling"] = desired_scheduling(p)
+        return inst, before, after
+
+
+def main():
+    argument_spec = dict(GCE_AUTH_ARGSPEC)
+    argument_spec.update(
+        name=dict(type="str", required=True),
+        zone=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent", "started", "stopped", "terminated"]),
+        machine_type=dict(type="str"),
+        accelerators=dict(type="list", elements="dict", default=[], options=dict(
+            type=dict(type="str", required=True),
+            count=dict(type="int", default=1),
+        )),
+        boot_disk=dict(type="dict", options=dict(
+            image=dict(type="str"),
+            image_family=dict(type="str"),
+            image_project=dict(type="str"),
+            size_gb=dict(type="int", default=10),
+            type=dict(type="str", default="pd-balanced"),
+            auto_delete=dict(type="bool", default=True),
+        )),
+        scheduling=dict(type="dict", options=dict(
+            on_host_maintenance=dict(type="str", choices=["TERMINATE", "MIGRATE"]),
+            automatic_restart=dict(type="bool", default=True),
+        )),
+        network=dict(type="str", default="default"),
+        external_ip=dict(type="bool", default=True),
+        tags=dict(type="list", elements="str"),
+        labels=dict(type="dict"),
+        metadata=dict(type="dict"),
+        service_account_email=dict(type="str"),
+        service_account_scopes=dict(type="list", elements="str",
+                                    default=["https://www.googleapis.com/auth/cloud-platform"]),
+        operation_timeout=dict(type="int", default=900),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    validate(module)
+    client = client_from_module(module)
+    manager = InstanceManager(module, client)
+    result = dict(changed=False, name=p["name"], zone=p["zone"])
+    try:
+        inst, before, after = manager.run()
+    except GceError as e:
+        module.fail_json(msg="instance %s in %s: %s" % (p["name"], p["zone"], e), actions=manager.actions)
+    internal, nat = addresses(inst)
+    result.update(
+        changed=bool(manager.actions),
+        actions=manager.actions,
+        pending_changes=manager.pending,
+        status=(inst or {}).get("status") or (after.get("status") if after else "ABSENT"),
+        nat_ip=nat,
+        internal_ip=internal,
+        diff=dict(before=before, after=after),
+    )
+    if manager.image:
+        result["image"] = manager.image
+    if inst:
+        result.update(self_link=inst.get("selfLink"), id=inst.get("id"),
+                      machine_type=basename(inst.get("machineType")), instance=inst)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Helpers for unit tests of the GCE plugins against the local Compute API.
+
+    from tests.compute_api.testing import ComputeApiServer, run_module, auth_args
+
+run_module(main, args) runs a module's main() in-process (ansible-core's patch_module_args), the way
+Ansible runs it, and returns its JSON result (with "failed": true when it failed); result["warning_msgs"] lists the
+warnings' texts.
+"""
+import contextlib
+import io
+import json
+
+from ansible.module_utils.common import warnings as _warnings
+from ansible.module_utils.testing import patch_module_args
+
+from .server import ComputeApiServer  # noqa: F401  (re-exported)
+
+PROJECT = "llmops-demo"
+
+
+def auth_args(server, **extra):
+    """The connection options of the modules, pointed at `server`."""
+    args = {"project": PROJECT, "auth_kind": "accesstoken", "access_token": "test-token",
+            "api_endpoint": server.endpoint}
+    args.update(extra)
+    return args
+
+
+def run_module(main, args, check_mode=False, diff=False):
+    args = dict(args)
+    if check_mode:
+        args["_ansible_check_mode"] = True
+    if diff:
+        args["_ansible_diff"] = True
+    _warnings._global_warnings.clear()  # pylint: disable=protected-access
+    _warnings._global_deprecations.clear()  # pylint: disable=protected-access
+    out = io.StringIO()
+    with patch_module_args(args), contextlib.redirect_stdout(out):
+        try:
+            main()
+        except SystemExit:
+            pass
+    text = out.getvalue().strip()
+    if not text:
+        raise AssertionError("the module printed nothing")
+    result = json.loads(text.splitlines()[-1])
+    result["warning_msgs"] = [w["event"]["msg"] if isinstance(w, dict) and "event" in w else str(w)
+                              for w in result.get("warnings") or []]
+    return result
