@@ -103,7 +103,10 @@ def _proc_starttime(pid):
             data = fh.read()
     except (OSError, TypeError):
         return None
-    return int(data.rsplit(")", 1)[1].split()[19])
+    fields = data.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):   # a zombie (not yet reaped by its parent) is gone
+        return None
+    return int(fields[19])
 
 
 def _alive(pid, starttime=None) -> bool:
@@ -622,6 +625,38 @@ def gc():
             _log("gc: removing %s (k=%s, state %s)" % (e.get("name"), k, e.get("state_dir")))
             _teardown_host(rec)
             cleaned.append(e.get("name"))
+    cleaned.extend(_gc_strays())
+    return cleaned
+
+
+def _gc_strays():
+    """Remove llt<k> namespaces, veths and NAT rules that no registry entry owns.
+
+    Safe against a concurrent create: a subnet is registered before anything is made for it,
+    and freed only after everything was removed, so an unregistered llt<k> is a leftover.
+    """
+    cleaned = []
+    with _flock(REGISTRY_LOCK):
+        owned = {int(k) for k in _reg_load()["hosts"]}
+        netns = _run(["ip", "netns", "list"], check=False).stdout.decode().split()
+        for ns in netns:
+            m = re.match(r"^llt(\d+)$", ns)
+            if m and int(m.group(1)) not in owned:
+                _run(["ip", "netns", "del", ns], check=False)
+                cleaned.append(ns)
+        for link in os.listdir("/sys/class/net"):
+            m = re.match(r"^llt(\d+)h$", link)
+            if m and int(m.group(1)) not in owned:
+                _run(["ip", "link", "del", link], check=False)
+                cleaned.append(link)
+        rules = _run(["iptables", "-t", "nat", "-S", "POSTROUTING"], check=False).stdout.decode()
+        for line in rules.splitlines():
+            m = re.search(r"--comment \"?%s:(\d+)\"?" % NAT_COMMENT, line)
+            if m and line.startswith("-A ") and int(m.group(1)) not in owned:
+                args = line.split()[1:]
+                args = [a.strip('"') for a in args]
+                _run(["iptables", "-t", "nat", "-D"] + args, check=False)
+                cleaned.append("nat:%s" % m.group(1))
     return cleaned
 
 

@@ -1,0 +1,200 @@
+"""Tests of the test-host harness on real hosts: systemd-nspawn, netns, sshd, sudo, cleanup.
+
+Needs root (like the harness itself). About 10 s.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import testhosts  # noqa: E402  pylint: disable=wrong-import-position
+
+CLI = [sys.executable, os.path.join(HERE, "testhosts.py")]
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test-host harness needs root")
+
+
+def _ssh(state, host, cmd):
+    return subprocess.run(
+        ["ssh", "-i", state["key"], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+         "ansible@" + host["ip"], cmd],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
+
+
+def _leftovers(hosts):
+    """Everything of `hosts` that still exists on the controller (should be empty)."""
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                           check=True).stdout.decode().split()
+    links = os.listdir("/sys/class/net")
+    nat = subprocess.run(["iptables", "-t", "nat", "-S", "POSTROUTING"], stdout=subprocess.PIPE,
+                         check=True).stdout.decode()
+    with open("/proc/self/mountinfo") as fh:
+        mounts = fh.read()
+    for h in hosts:
+        if h["netns"] in netns:
+            found.append("netns " + h["netns"])
+        found += ["link " + v for v in (h["veth_host"], h["veth_guest"]) if v in links]
+        if "10.231.%d.0/24" % h["k"] in nat:
+            found.append("nat rule for k=%d" % h["k"])
+        if h["root"] in mounts:
+            found.append("mount " + h["root"])
+        if testhosts._alive(h["nspawn_pid"], h["nspawn_start"]):  # pylint: disable=protected-access
+            found.append("process %d" % h["nspawn_pid"])
+        if os.path.exists(h["hostdir"]):
+            found.append("dir " + h["hostdir"])
+        if str(h["k"]) in testhosts._reg_load()["hosts"]:  # pylint: disable=protected-access
+            found.append("registry k=%d" % h["k"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory):
+    state_dir = str(tmp_path_factory.mktemp("hosts"))
+    t0 = time.monotonic()
+    state = testhosts.create(state_dir, count=2, prefix="pyt")
+    state["boot_s"] = time.monotonic() - t0
+    yield state_dir, state
+    testhosts.destroy(state_dir)
+
+
+def test_create_writes_inventory_and_state(two_hosts):
+    state_dir, state = two_hosts
+    assert [h["name"] for h in state["hosts"]] == ["pyt1", "pyt2"]
+    ks = [h["k"] for h in state["hosts"]]
+    assert len(set(ks)) == 2
+    with open(os.path.join(state_dir, "inventory.yml")) as fh:
+        inv = fh.read()
+    for h in state["hosts"]:
+        assert "    %s:\n      ansible_host: \"%s\"\n" % (h["name"], h["ip"]) in inv
+    for line in ("ansible_user: ansible", "ansible_become: true",
+                 "ansible_python_interpreter: /usr/bin/python3", "StrictHostKeyChecking=no",
+                 "UserKnownHostsFile=/dev/null",
+                 "ansible_ssh_private_key_file: \"%s/id_ed25519\"" % state_dir):
+        assert line in inv
+    assert oct(os.stat(state["key"]).st_mode & 0o777) == "0o600"
+    reg = testhosts._reg_load()["hosts"]  # pylint: disable=protected-access
+    for h in state["hosts"]:
+        assert reg[str(h["k"])]["status"] == "running"
+        assert reg[str(h["k"])]["state_dir"] == state_dir
+
+
+def test_systemd_is_pid1(two_hosts):
+    state_dir, state = two_hosts
+    for h in state["hosts"]:
+        comm = testhosts.exec_in(state_dir, h["name"], ["cat", "/proc/1/comm"]).stdout
+        assert comm.decode().strip() == "systemd"
+        running = testhosts.exec_in(state_dir, h["name"], ["systemctl", "is-system-running"],
+                                    check=False).stdout.decode().strip()
+        assert running in ("running", "degraded")
+        assert testhosts.exec_in(state_dir, h["name"], ["hostname"]).stdout.decode().strip() \
+            == h["name"]
+
+
+def test_hosts_are_distinct(two_hosts):
+    state_dir, state = two_hosts
+    ids = {testhosts.exec_in(state_dir, h["name"], ["cat", "/etc/machine-id"]).stdout
+           for h in state["hosts"]}
+    keys = {testhosts.exec_in(state_dir, h["name"],
+                              ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()[1]
+            for h in state["hosts"]}
+    assert len(ids) == 2 and len(keys) == 2
+
+
+def test_ssh_as_ansible_and_sudo(two_hosts):
+    _, state = two_hosts
+    for h in state["hosts"]:
+        r = _ssh(state, h, "id -un; sudo -n id -u; hostname; ip -4 -o addr show scope global")
+        assert r.returncode == 0, r.stderr.decode()
+        lines = r.stdout.decode().splitlines()
+        assert lines[:3] == ["ansible", "0", h["name"]]
+        assert h["ip"] + "/24" in lines[3]
+
+
+def test_exec_cli_and_copy_in(two_hosts, tmp_path):
+    state_dir, state = two_hosts
+    name = state["hosts"][0]["name"]
+    src = tmp_path / "payload"
+    src.write_text("hello from the controller\n")
+    testhosts.copy_in(state_dir, name, str(src), "/opt/x/payload", mode="0755")
+    r = subprocess.run(CLI + ["exec", "--state", state_dir, name, "--", "stat", "-c", "%a %U",
+                              "/opt/x/payload"], stdout=subprocess.PIPE, check=False)
+    assert r.returncode == 0 and r.stdout.decode().strip() == "755 root"
+    r = subprocess.run(CLI + ["exec", "--state", state_dir, name, "--", "sh", "-c", "exit 7"],
+                       check=False)
+    assert r.returncode == 7
+    r = subprocess.run(CLI + ["ip", "--state", state_dir, name], stdout=subprocess.PIPE,
+                       check=True)
+    assert r.stdout.decode().strip() == state["hosts"][0]["ip"]
+
+
+def test_create_refuses_bad_input(two_hosts, tmp_path):
+    state_dir, _ = two_hosts
+    with pytest.raises(testhosts.HarnessError, match="already holds test hosts"):
+        testhosts.create(state_dir, count=1)
+    with pytest.raises(testhosts.HarnessError, match="--count"):
+        testhosts.create(str(tmp_path / "a"), count=0)
+    with pytest.raises(testhosts.HarnessError, match="--prefix"):
+        testhosts.create(str(tmp_path / "b"), count=1, prefix="Bad Name")
+    r = subprocess.run(CLI + ["ip", "--state", state_dir, "nosuchhost"], stderr=subprocess.PIPE,
+                       check=False)
+    assert r.returncode == 2 and b"no host 'nosuchhost'" in r.stderr
+
+
+def test_not_root_is_a_clear_error(tmp_path):
+    # The system python: the venv's interpreter may live where nobody cannot read it.
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "/usr/bin/python3", CLI[1]]
+                       + ["create", "--state", str(tmp_path / "x")], stderr=subprocess.PIPE,
+                       check=False)
+    assert r.returncode == 2
+    assert b"must run as root" in r.stderr
+
+
+def test_destroy_leaves_nothing_and_is_idempotent(tmp_path):
+    state_dir = str(tmp_path / "d")
+    state = testhosts.create(state_dir, count=1, prefix="pyd")
+    hosts = state["hosts"]
+    assert not _leftovers([]) and len(_leftovers(hosts)) >= 5   # the check can see them
+    r = subprocess.run(CLI + ["destroy", "--state", state_dir], check=False)
+    assert r.returncode == 0
+    assert _leftovers(hosts) == []
+    assert not os.path.exists(state_dir)
+    r = subprocess.run(CLI + ["destroy", "--state", state_dir], check=False)
+    assert r.returncode == 0
+
+
+def test_gc_removes_hosts_whose_owner_is_gone(tmp_path):
+    state_dir = str(tmp_path / "g")
+    state = testhosts.create(state_dir, count=1, prefix="pyg")
+    hosts = state["hosts"]
+    os.unlink(os.path.join(state_dir, "state.json"))   # the owner vanished
+    r = subprocess.run(CLI + ["gc"], stdout=subprocess.PIPE, check=False)
+    assert r.returncode == 0 and "pyg1" in r.stdout.decode().split()
+    assert _leftovers(hosts) == []
+
+
+def test_gc_keeps_live_hosts(two_hosts):
+    _, state = two_hosts
+    subprocess.run(CLI + ["gc"], check=True)
+    reg = testhosts._reg_load()["hosts"]  # pylint: disable=protected-access
+    assert all(str(h["k"]) in reg for h in state["hosts"])
+    assert all(testhosts.leader_pid(h) for h in state["hosts"])
+
+
+def test_registry_entry_of_a_dead_creator_is_collected():
+    # A creator killed right after allocating: registered, nothing made yet.
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys, json; sys.path.insert(0, %r); import testhosts; "
+         "print(json.dumps(testhosts._allocate(1, '/nonexistent/llmops-gc', ['pyz1'])))" % HERE],
+        stdout=subprocess.PIPE, check=True)
+    k = json.loads(child.stdout)[0]
+    assert str(k) in testhosts._reg_load()["hosts"]  # pylint: disable=protected-access
+    testhosts.gc()
+    assert str(k) not in testhosts._reg_load()["hosts"]  # pylint: disable=protected-access
