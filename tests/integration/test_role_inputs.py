@@ -1,26 +1,25 @@
 """Bad inputs to the host roles: each must fail with a message naming the variable, and change nothing.
 
-One real systemd test host (tests/harness/testhosts.py) per session. Every case runs the molecule
-converge playbook (the three roles, validation first) with one bad variable, then compares a snapshot
-of the host (files under /app, /etc/systemd/system, /opt, /usr/local/share/ca-certificates, users,
-groups, installed packages, unit states) taken before and after.
+One real systemd test host (tests/harness/testhosts.py) per module, with the stand-ins installed
+(nvidia-smi printing an L4, an empty libcuda.so.1, the vLLM stand-in wheel) and converged once with good
+inputs (the positive control). Every case then runs the molecule converge playbook (the three roles,
+validation first) with one bad variable and compares a snapshot of the host taken before and after:
+files under /app, /etc/systemd/system, /opt, users, groups, installed packages, unit states and main
+PIDs (a restart would change them).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
-
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "tests" / "harness" / "testhosts.py"
+STANDIN = ROOT / "tests" / "standin"
 CONVERGE = ROOT / "molecule" / "default" / "converge.yml"
 VALIDATE_ONLY = Path(__file__).with_name("validate_only.yml")
 
@@ -31,7 +30,9 @@ for d in /app /etc/systemd/system /opt /usr/local/share/ca-certificates; do
 done
 md5sum /etc/passwd /etc/group /etc/shadow
 dpkg-query -W -f '${Package} ${Version}\n' | md5sum
-for u in vllm ai-server; do echo "$u $(systemctl is-active $u) $(systemctl is-enabled $u 2>&1)"; done
+for u in vllm ai-server; do
+  echo "$u $(systemctl is-active $u) $(systemctl is-enabled $u 2>&1) $(systemctl show -p MainPID -p NRestarts --value $u | tr '\n' ' ')"
+done
 """
 
 GOOD = {"vllm_server_api_key": "k3y-" + os.urandom(12).hex(), "ai_server_backend_internal_token": "t0k-" + os.urandom(12).hex()}
@@ -75,56 +76,74 @@ CASES = [
 ]
 
 
-def _run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+WHEEL = "/opt/standin/vllm_standin-0.33.0-py3-none-any.whl"
 
 
-@pytest.fixture(scope="session")
-def testhost():
+def _harness():
+    sys.path.insert(0, str(ROOT))
+    from tests.harness import testhosts  # noqa: PLC0415 (imported only when the suite runs)
+
+    return testhosts
+
+
+@pytest.fixture(scope="module")
+def testhost(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("test hosts need root")
-    if not HARNESS.exists():
-        pytest.skip("tests/harness/testhosts.py is missing")
-    state = Path(tempfile.mkdtemp(prefix="llmops-inputs-"))
-    created = _run([sys.executable, str(HARNESS), "create", "--state", str(state), "--count", "1", "--prefix", "inputs"])
+    th = _harness()
+    state = tmp_path_factory.mktemp("inputs-hosts")
     try:
-        assert created.returncode == 0, created.stdout + created.stderr
-        inventory = yaml.safe_load((state / "inventory.yml").read_text())
-        hosts = list(inventory["testhosts"]["hosts"])
-        yield {"state": state, "inventory": state / "inventory.yml", "name": hosts[0]}
+        th.create(str(state), count=1, prefix="inputs")
+        name = th.load_state(str(state))["hosts"][0]["name"]
+        host = {"th": th, "state": state, "inventory": state / "inventory.yml", "name": name}
+        wheel_dir = tmp_path_factory.mktemp("wheel")
+        subprocess.run([sys.executable, str(STANDIN / "build_wheel.py"), str(wheel_dir)], check=True,
+                       capture_output=True)
+        th.copy_in(str(state), name, str(next(wheel_dir.glob("*.whl"))), WHEEL)
+        th.copy_in(str(state), name, str(STANDIN / "nvidia-smi"), "/usr/bin/nvidia-smi", mode="0755")
+        th.exec_in(str(state), name, ["touch", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"])
+        yield host
     finally:
-        _run([sys.executable, str(HARNESS), "destroy", "--state", str(state)])
-        shutil.rmtree(state, ignore_errors=True)
+        th.destroy(str(state))
+
+
+def _sh(host, script: str) -> str:
+    return host["th"].exec_in(str(host["state"]), host["name"], ["sh", "-c", script]).stdout.decode()
 
 
 def _snapshot(host) -> str:
-    res = _run([sys.executable, str(HARNESS), "exec", "--state", str(host["state"]), host["name"], "--",
-                "sh", "-c", SNAPSHOT])
-    assert res.returncode == 0, res.stderr
-    return res.stdout
+    out = _sh(host, SNAPSHOT)
+    assert "/etc/systemd/system" in out and "/etc/passwd" in out
+    return out
 
 
 def _playbook(host, playbook, extra: dict) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
-               MOLECULE_EPHEMERAL_DIRECTORY=str(host["state"]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               MOLECULE_EPHEMERAL_DIRECTORY=str(host["state"]), LLMOPS_STANDIN_WHEEL=WHEEL)
     varfile = host["state"] / "extra-vars.json"
     varfile.write_text(json.dumps({**GOOD, **extra}))
     cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(host["inventory"]),
            "-e", f"@{varfile}", str(playbook)]
-    return _run(cmd, env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_good_inputs_pass_validation(testhost):
-    """Positive control: the checks accept the defaults with real-looking secrets."""
+@pytest.fixture(scope="module")
+def converged(testhost):
+    """Positive control: good inputs pass validation and converge the three roles."""
     res = _playbook(testhost, VALIDATE_ONLY, {})
     assert res.returncode == 0, res.stdout[-3000:]
+    res = _playbook(testhost, CONVERGE, {})
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert "failed=0" in res.stdout
+    status = _sh(testhost, "systemctl is-active vllm ai-server")
+    assert status.split() == ["active", "active"]
+    return testhost
 
 
-@pytest.mark.parametrize(("extra", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_fails_clearly_and_changes_nothing(testhost, extra, words):
-    before = _snapshot(testhost)
-    res = _playbook(testhost, CONVERGE, extra)
-    after = _snapshot(testhost)
+def _assert_refused(host, extra, words):
+    before = _snapshot(host)
+    res = _playbook(host, CONVERGE, extra)
+    after = _snapshot(host)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-3000:]
     assert "changed=0" in out, out[-3000:]
@@ -132,4 +151,53 @@ def test_bad_input_fails_clearly_and_changes_nothing(testhost, extra, words):
         assert word in out, f"{word!r} not in the failure:\n{out[-3000:]}"
     for secret in GOOD.values():
         assert secret not in out, "a secret leaked into the output"
-    assert before == after
+    assert before == after, "the host changed"
+    return out
+
+
+@pytest.mark.parametrize(("extra", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_fails_clearly_and_changes_nothing(converged, extra, words):
+    _assert_refused(converged, extra, words)
+
+
+# Bad hosts rather than bad variables: the GPU checks come before any change too.
+GPU_CASES = [
+    ("wrong-gpu-model",
+     "mv /usr/bin/nvidia-smi /usr/bin/nvidia-smi.real && printf '#!/bin/sh\\nNVIDIA_SMI_STANDIN_NAME=\"Tesla T4\" "
+     "NVIDIA_SMI_STANDIN_MEMORY_MIB=15360 exec /usr/bin/nvidia-smi.real \"$@\"\\n' > /usr/bin/nvidia-smi && chmod 755 /usr/bin/nvidia-smi",
+     "mv -f /usr/bin/nvidia-smi.real /usr/bin/nvidia-smi",
+     ["Tesla T4", "15360 MiB", "gpu_host_expected_gpu_name"]),
+    ("old-driver",
+     "mv /usr/bin/nvidia-smi /usr/bin/nvidia-smi.real && printf '#!/bin/sh\\nNVIDIA_SMI_STANDIN_DRIVER=550.54.15 "
+     "exec /usr/bin/nvidia-smi.real \"$@\"\\n' > /usr/bin/nvidia-smi && chmod 755 /usr/bin/nvidia-smi",
+     "mv -f /usr/bin/nvidia-smi.real /usr/bin/nvidia-smi",
+     ["driver 550.54.15", "gpu_host_min_driver_major"]),
+    ("libcuda-missing",
+     "mv /usr/lib/x86_64-linux-gnu/libcuda.so.1 /root/libcuda.so.1",
+     "mv -f /root/libcuda.so.1 /usr/lib/x86_64-linux-gnu/libcuda.so.1",
+     ["libcuda.so.1", "gpu_host_cuda_lib_dir"]),
+]
+
+
+@pytest.mark.parametrize(("setup", "undo", "words"), [c[1:] for c in GPU_CASES], ids=[c[0] for c in GPU_CASES])
+def test_wrong_gpu_host_fails_clearly_and_changes_nothing(converged, setup, undo, words):
+    _sh(converged, setup)
+    try:
+        _assert_refused(converged, {}, words)
+    finally:
+        _sh(converged, undo)
+
+
+def test_lora_modules_reach_vllm_as_one_json_argument_each(converged):
+    """systemd quoting: an adapter path with quotes, $, %, backslash and non-ASCII reaches vLLM intact."""
+    adapters = [
+        {"name": "easycontract", "path": "/data/it's a $HOME ${X} 100% %n \"x\\y\" \u00e9"},
+        {"name": "checklist", "path": ADAPTERS[1]["path"], "base_model_name": "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"},
+    ]
+    res = _playbook(converged, CONVERGE, {"vllm_server_lora_adapters": adapters})
+    assert res.returncode == 0, res.stdout[-4000:]
+    pid = _sh(converged, "systemctl show -p MainPID --value vllm").strip()
+    argv = _sh(converged, f"cat /proc/{pid}/cmdline").split("\0")[:-1]
+    i = argv.index("--lora-modules") + 1
+    assert [json.loads(a) for a in argv[i:i + 2]] == adapters
+    assert argv[i + 2] == "--max-lora-rank"
