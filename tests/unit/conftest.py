@@ -10,3 +10,11 @@ if not os.path.exists(LINK):
     os.symlink(os.path.join("..", "..", "..", ".."), LINK)
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+
+# Install ansible's collection loader before any test module imports ansible_collections.* (otherwise the
+# result depends on test order: plugins loaded later find no collection metadata).
+from ansible.utils.collection_loader import AnsibleCollectionConfig  # noqa: E402
+from ansible.plugins.loader import init_plugin_loader  # noqa: E402
+
+if not AnsibleCollectionConfig.collection_finder:
+    init_plugin_loader([COLLECTIONS])
