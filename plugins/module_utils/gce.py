@@ -302,7 +302,7 @@ class GceClient(object):
         self.timeout = float(timeout if timeout is not None else 30)
         self.retries = max(0, int(retries if retries is not None else 5))
         self.backoff = float(backoff)
-        self._sleep = sleep or time.sleep
+        self._sleep = sleep if sleep is not None else time.sleep
         self.user_agent = user_agent
         self._requests = _import_requests()
         self._session = session

@@ -1228,6 +1228,8 @@ class ComputeApi(object):
 # ---------------------------------------------------------------------------------------------- HTTP
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms delayed-ACK stalls
+    wbufsize = -1  # buffered; flushed after each request by http.server
     server_version = "llmops-local-compute-api/1"
     api = None  # set per server class
 
@@ -1267,58 +1269,58 @@ class Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         split = urlsplit(self.path)
         query = parse_qs(split.query, keep_blank_values=True)
-        status = 500
+        status, payload, headers = 500, None, {}
         try:
-            try:
-                body = self._body()
-            except ApiError:
-                body = None
-                if split.path.startswith("/_admin/"):
-                    raise
-            if split.path.startswith("/_admin/"):
-                status, payload = self._admin(http_method, split.path, query, body)
-                self._send(status, payload)
-                return
-            if not split.path.startswith(BASE_PATH):
-                raise ApiError(404, "The requested URL %s was not found on this server." % split.path)
-            path = split.path[len(BASE_PATH):]
-            auth = self.headers.get("Authorization") or ""
-            if not auth.startswith("Bearer ") or not auth[7:].strip() or (api.token and auth[7:] != api.token):
-                raise ApiError(401, "Request is missing required authentication credential. Expected OAuth 2 access "
-                                    "token, login cookie or other valid authentication credential.",
-                               reason="required" if not auth else "authError")
-            fault = api._take_fault(("status", "drop", "delay"), http_method, path)
-            if fault and fault["kind"] == "delay":
-                time.sleep(float(fault.get("seconds", 1)))
-                fault = None
-            if fault and fault["kind"] == "drop":
-                status = 0
-                raise _DropConnection()
-            if fault:
-                code = int(fault.get("status", 503))
-                headers = {"Retry-After": fault["retry_after"]} if fault.get("retry_after") is not None else {}
-                raise ApiError(code, fault.get("message") or ("Rate Limit Exceeded" if code == 429 else
-                                                              "The service is currently unavailable."),
-                               headers=headers)
-            raw_body = self._body_for_validation(body)
-            status, payload = api.handle(http_method, path, query, raw_body)
-            self._send(status, payload)
+            status, payload = self._outcome(http_method, split, query)
         except _DropConnection:
-            self._drop()
+            status = 0
         except ApiError as e:
-            status = e.code
-            self._send(e.code, e.body(), e.headers)
+            status, payload, headers = e.code, e.body(), e.headers
         except Exception as e:  # a bug here must show as a 500 with the reason, never hang the client
-            status = 500
-            self._send(500, ApiError(500, "local Compute API bug: %r" % e, reason="backendError").body())
-        finally:
+            status, payload = 500, ApiError(500, "local Compute API bug: %r" % e, reason="backendError").body()
+        if not split.path.startswith("/_admin/"):
+            # logged before answering, so a client that got its answer finds its request in the log
             with api.lock:
                 api.requests.append({"method": http_method, "path": split.path, "query": split.query,
                                      "status": status, "ms": round((time.perf_counter() - started) * 1000, 3)})
+        if status == 0:
+            self._drop()
+        else:
+            self._send(status, payload, headers)
 
-    @staticmethod
-    def _body_for_validation(body):
-        return body
+    def _outcome(self, http_method, split, query):
+        api = self.server.api
+        try:
+            body = self._body()
+        except ApiError:
+            if split.path.startswith("/_admin/"):
+                raise
+            body = ApiError  # reported after auth, like the real API
+        if split.path.startswith("/_admin/"):
+            return self._admin(http_method, split.path, query, body)
+        if not split.path.startswith(BASE_PATH):
+            raise ApiError(404, "The requested URL %s was not found on this server." % split.path)
+        path = split.path[len(BASE_PATH):]
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Bearer ") or not auth[7:].strip() or (api.token and auth[7:] != api.token):
+            raise ApiError(401, "Request is missing required authentication credential. Expected OAuth 2 access "
+                                "token, login cookie or other valid authentication credential.",
+                           reason="required" if not auth else "authError")
+        fault = api._take_fault(("status", "drop", "delay"), http_method, path)
+        if fault and fault["kind"] == "delay":
+            time.sleep(float(fault.get("seconds", 1)))
+            fault = None
+        if fault and fault["kind"] == "drop":
+            raise _DropConnection()
+        if fault:
+            code = int(fault.get("status", 503))
+            headers = {"Retry-After": fault["retry_after"]} if fault.get("retry_after") is not None else {}
+            raise ApiError(code, fault.get("message") or ("Rate Limit Exceeded" if code == 429 else
+                                                          "The service is currently unavailable."),
+                           headers=headers)
+        if body is ApiError:
+            raise ApiError(400, "Invalid JSON payload received. The request body is not JSON.", reason="parseError")
+        return api.handle(http_method, path, query, body)
 
     def _admin(self, http_method, path, query, body):
         api = self.server.api
@@ -1416,7 +1418,7 @@ class ComputeApiServer(object):
         self._thread = None
 
     def start(self):
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="compute-api", daemon=True)
         self._thread.start()
         return self

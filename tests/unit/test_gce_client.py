@@ -1,0 +1,269 @@
+"""Unit tests of plugins/module_utils/gce.py (the Compute REST client) against the local Compute API."""
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tests.compute_api.testing import PROJECT, ComputeApiServer  # noqa: E402
+
+from ansible_collections.llmops.gce_vllm.plugins.module_utils import gce  # noqa: E402
+
+ZONE = "asia-northeast3-a"
+
+
+@pytest.fixture
+def server():
+    srv = ComputeApiServer(op_polls=2).start()
+    yield srv
+    srv.stop()
+
+
+class Sleeps(list):
+    """Records the client's backoff sleeps instead of sleeping."""
+
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+def client_for(server, **kw):
+    kw.setdefault("sleep", Sleeps())
+    return gce.GceClient(PROJECT, auth_kind="accesstoken", access_token="tok", api_endpoint=server.endpoint, **kw)
+
+
+def firewall_body(name, **extra):
+    body = {"name": name, "network": "global/networks/default", "sourceRanges": ["10.0.0.0/8"],
+            "allowed": [{"IPProtocol": "tcp", "ports": ["8000"]}]}
+    body.update(extra)
+    return body
+
+
+# ------------------------------------------------------------------------------ pagination
+def test_list_follows_next_page_token(server):
+    c = client_for(server)
+    for i in range(5):
+        c.mutate("POST", c.project_path("global/firewalls"), body=firewall_body("fw-%d" % i))
+    server.clear_requests()
+    names = [fw["name"] for fw in c.list(c.project_path("global/firewalls"), {"maxResults": 2})]
+    assert names == ["fw-0", "fw-1", "fw-2", "fw-3", "fw-4"]
+    calls = server.requests("/global/firewalls$")
+    assert len(calls) == 3
+    assert "pageToken" not in calls[0]["query"] and "pageToken" in calls[1]["query"]
+
+
+def test_aggregated_list_one_call_per_page(server):
+    server.api.seed(1234, zones=7)
+    c = client_for(server)
+    server.clear_requests()
+    items = list(c.aggregated_list("instances"))
+    assert len(items) == 1234
+    assert len({item["name"] for _, item in items}) == 1234
+    assert all(scope == "zones/" + gce.basename(item["zone"]) for scope, item in items)
+    calls = server.requests()
+    assert [r["path"] for r in calls] == ["/compute/v1/projects/%s/aggregated/instances" % PROJECT] * 3
+    assert all("maxResults=500" in r["query"] for r in calls)
+
+
+def test_aggregated_list_of_5000_instances_is_fast(server):
+    server.api.seed(5000, zones=20)
+    c = client_for(server)
+    server.clear_requests()
+    assert sum(1 for _ in c.aggregated_list("instances")) == 5000
+    calls = server.requests()
+    assert len(calls) == 10
+    assert sum(r["ms"] for r in calls) < 1000, calls
+
+
+# ------------------------------------------------------------------------------ retries
+def test_429_burst_is_retried_with_backoff(server):
+    c = client_for(server, backoff=0.5)
+    server.add_faults({"kind": "status", "status": 429, "count": 3})
+    assert c.get(c.project_path("zones", ZONE))["name"] == ZONE
+    assert c.calls == 4
+    assert len(c._sleep) == 3
+    # exponential with jitter: 0.25-0.5, 0.5-1, 1-2
+    for i, s in enumerate(c._sleep):
+        assert 0.5 * 2 ** i / 2 <= s <= 0.5 * 2 ** i
+
+
+def test_retry_after_is_respected(server):
+    c = client_for(server)
+    server.add_faults({"kind": "status", "status": 503, "count": 1, "retry_after": 7})
+    c.get(c.project_path("zones", ZONE))
+    assert c._sleep == [7.0]
+
+
+def test_retries_run_out(server):
+    c = client_for(server, retries=2, backoff=0.01)
+    server.add_faults({"kind": "status", "status": 503, "count": 10})
+    with pytest.raises(gce.GceApiError) as e:
+        c.get(c.project_path("zones", ZONE))
+    assert e.value.status == 503 and c.calls == 3
+
+
+def test_dropped_connection_is_retried(server):
+    c = client_for(server, backoff=0.01)
+    server.add_faults({"kind": "drop", "count": 2})
+    assert c.get(c.project_path("zones", ZONE))["name"] == ZONE
+    assert c.calls == 3
+
+
+@pytest.mark.parametrize("status", [400, 403, 409])
+def test_other_4xx_are_never_retried(server, status):
+    c = client_for(server)
+    server.add_faults({"kind": "status", "status": status, "count": 5, "message": "nope"})
+    with pytest.raises(gce.GceApiError) as e:
+        c.request("GET", c.project_path("zones", ZONE))
+    assert e.value.status == status and e.value.message == "nope"
+    assert c.calls == 1 and c._sleep == []
+
+
+def test_404_is_none_for_get_and_an_error_for_request(server):
+    c = client_for(server)
+    assert c.get(c.project_path("global/firewalls/nope")) is None
+    with pytest.raises(gce.GceApiError) as e:
+        c.request("GET", c.project_path("global/firewalls/nope"))
+    assert e.value.status == 404 and e.value.reason == "notFound"
+    assert "projects/%s/global/firewalls/nope" % PROJECT in str(e.value)
+    assert c.calls == 2
+
+
+def test_write_retried_after_a_dropped_answer_is_applied_once(server):
+    """The requestId makes a retried insert harmless (the API returns the first operation)."""
+    c = client_for(server, backoff=0.01)
+    server.add_faults({"kind": "status", "status": 503, "count": 1, "method": "POST", "path": "firewalls$"})
+    c.mutate("POST", c.project_path("global/firewalls"), body=firewall_body("once"))
+    ids = {r["query"] for r in server.requests("firewalls$") if r["method"] == "POST"}
+    assert len(ids) == 1  # both attempts carried the same requestId
+    assert server.api.summary()[PROJECT]["firewalls"] == ["once"]
+
+
+# ------------------------------------------------------------------------------ operations
+def test_wait_goes_pending_running_done(server):
+    server.api.op_polls = 3
+    c = client_for(server)
+    op = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("w"))
+    assert op["status"] == "PENDING" and op["kind"] == "compute#operation"
+    seen = [op["status"]]
+    path = c.operation_path(op)
+    for _ in range(3):
+        seen.append(c.request("POST", path + "/wait")["status"])
+    assert seen == ["PENDING", "RUNNING", "RUNNING", "DONE"]
+    op2 = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("w2"))
+    assert c.wait(op2)["status"] == "DONE"
+
+
+def test_wait_falls_back_to_get_polling(server):
+    c = client_for(server)
+    op = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("g"))
+    server.add_faults({"kind": "status", "status": 404, "count": 1, "path": "/wait$"})
+    assert c.wait(op, poll_interval=0)["status"] == "DONE"
+    assert server.requests("operations/%s$" % op["name"])
+
+
+def test_operation_error_is_raised_verbatim(server):
+    c = client_for(server)
+    errors = [{"code": "ZONE_RESOURCE_POOL_EXHAUSTED", "message": "The zone does not have enough resources."}]
+    server.add_faults({"kind": "operation_error", "operation_type": "insert", **errors[0]})
+    with pytest.raises(gce.GceOperationError) as e:
+        c.mutate("POST", c.project_path("global/firewalls"), body=firewall_body("boom"))
+    assert e.value.errors == errors
+    assert "ZONE_RESOURCE_POOL_EXHAUSTED" in str(e.value)
+    assert server.api.summary()[PROJECT]["firewalls"] == []  # rolled back, like a failed insert
+
+
+def test_operation_timeout(server):
+    server.api.op_polls = 1000
+    server.api.op_seconds = 1000
+    c = client_for(server)
+    op = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("slow"))
+    with pytest.raises(gce.GceTimeoutError):
+        c.wait(op, timeout=0.3)
+
+
+def test_self_links_are_mapped_onto_the_endpoint(server):
+    c = client_for(server)
+    link = "https://www.googleapis.com/compute/v1/projects/%s/zones/%s" % (PROJECT, ZONE)
+    assert c.url(link) == server.endpoint + "projects/%s/zones/%s" % (PROJECT, ZONE)
+    assert c.get(link)["name"] == ZONE
+    with pytest.raises(gce.GceError):
+        c.url("https://evil.example/steal")
+
+
+# ------------------------------------------------------------------------------ credentials
+def test_missing_credentials_file_fails_before_any_call(server, tmp_path):
+    with pytest.raises(gce.GceAuthError) as e:
+        gce.GceClient(PROJECT, auth_kind="serviceaccount", service_account_file=str(tmp_path / "nope.json"),
+                      api_endpoint=server.endpoint)
+    assert "credentials file %s does not exist" % (tmp_path / "nope.json") in str(e.value)
+    assert server.requests() == []
+
+
+def test_credentials_file_not_json(server, tmp_path):
+    f = tmp_path / "key.json"
+    f.write_text("this is not json")
+    with pytest.raises(gce.GceAuthError) as e:
+        gce.GceClient(PROJECT, auth_kind="serviceaccount", service_account_file=str(f), api_endpoint=server.endpoint)
+    assert "is not valid JSON" in str(e.value)
+    f.write_text(json.dumps({"type": "authorized_user"}))
+    with pytest.raises(gce.GceAuthError) as e:
+        gce.GceClient(PROJECT, auth_kind="serviceaccount", service_account_file=str(f), api_endpoint=server.endpoint)
+    assert "is not a service-account key" in str(e.value)
+    assert server.requests() == []
+
+
+def test_accesstoken_needs_a_token_and_the_api_needs_auth(server):
+    with pytest.raises(gce.GceAuthError) as e:
+        gce.GceClient(PROJECT, auth_kind="accesstoken", api_endpoint=server.endpoint)
+    assert "access_token" in str(e.value)
+    c = client_for(server)
+    c._static_token = " "
+    with pytest.raises(gce.GceApiError) as e:
+        c.get(c.project_path("zones", ZONE))
+    assert e.value.status == 401
+
+
+def test_endpoint_from_environment(monkeypatch, server):
+    monkeypatch.setenv("GCE_API_ENDPOINT", server.endpoint.rstrip("/"))
+    c = gce.GceClient(PROJECT, auth_kind="accesstoken", access_token="t")
+    assert c.api_endpoint == server.endpoint
+    monkeypatch.delenv("GCE_API_ENDPOINT")
+    assert gce.GceClient(PROJECT, auth_kind="accesstoken", access_token="t").api_endpoint == gce.DEFAULT_API_ENDPOINT
+
+
+# ------------------------------------------------------------------------------ input checks
+@pytest.mark.parametrize("zone,ok", [("asia-northeast3-a", True), ("us-central1-f", True), ("asia-northeast3", False),
+                                     ("Asia-northeast3-a", False), ("asia_northeast3_a", False), ("", False)])
+def test_check_zone(zone, ok):
+    assert (gce.check_zone(zone) is None) == ok
+
+
+@pytest.mark.parametrize("ports,ok", [(["8000", "8001"], True), (["8000-8001"], True), ([22], True),
+                                      (["8001-8000"], False), (["0"], False), (["65536"], False),
+                                      (["80,443"], False), (["tcp:80"], False), ("8000", False)])
+def test_check_ports(ports, ok):
+    assert (gce.check_ports(ports) is None) == ok
+
+
+@pytest.mark.parametrize("ranges,ok", [(["203.0.113.0/24"], True), (["0.0.0.0/0"], True), (["2001:db8::/32"], True),
+                                       (["203.0.113.5"], False), (["10.0.0.1/8"], False), (["10.0.0.0/33"], False)])
+def test_check_cidrs(ranges, ok):
+    assert (gce.check_cidrs(ranges) is None) == ok
+
+
+def test_gpu_rules():
+    assert gce.check_gpu_setup("g2-standard-4", [{"type": "nvidia-l4", "count": 1}], "TERMINATE",
+                               "ubuntu-os-accelerator-images") == []
+    [err] = gce.check_gpu_setup("n1-standard-4", [{"type": "nvidia-l4", "count": 1}], "TERMINATE")
+    assert "G2" in err and "machine_type" in err
+    [err] = gce.check_gpu_setup("g2-standard-4", [], "MIGRATE")
+    assert "TERMINATE" in err and "live-migrate" in err
+    [err] = gce.check_gpu_setup("n1-standard-4", [{"type": "nvidia-tesla-t4", "count": 1}], "MIGRATE")
+    assert "MIGRATE" in err
+    [err] = gce.check_gpu_setup("g2-standard-4", [], "TERMINATE", "deeplearning-platform-release")
+    assert "Deep Learning VM" in err and "ubuntu-os-accelerator-images" in err
+    assert gce.check_gpu_setup("e2-standard-2", [], "MIGRATE", "debian-cloud") == []
