@@ -18,10 +18,12 @@ from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader, inventory_loader
 from ansible.template import trust_as_template
+from ansible.utils.collection_loader import AnsibleCollectionConfig
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 COLLECTIONS = os.path.join(ROOT, "build", "collections")
-init_plugin_loader([COLLECTIONS])
+if not AnsibleCollectionConfig.collection_finder:  # conftest.py normally did it
+    init_plugin_loader([COLLECTIONS])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
