@@ -412,9 +412,7 @@ class ComputeApi(object):
                 if addr not in used:
                     used.add(addr)
                     return addr, (addr if external else None)
-            raise ApiError(503, "local Compute API: every address of the host pool (%s) is taken; add test "
-                                "hosts with POST /_admin/host-pool" % ", ".join(self.host_pool),
-                           reason="resourceExhausted", status="RESOURCE_EXHAUSTED")
+            return None, None  # the insert operation fails, like a zone without capacity
         internal = str(next(self._fake_int))
         nat = str(next(self._fake_ext)) if external else None
         return internal, nat
@@ -531,7 +529,7 @@ class ComputeApi(object):
             self.settle()
             if "project" in params:
                 self.check_project(params["project"])
-            if "zone" in params:
+            if "zone" in params and method.id != "compute.zones.get":
                 self.check_zone(params["project"], params["zone"])
             request_id = q.get("requestId")
             if request_id and request_id in self.state.request_ids:
@@ -998,6 +996,12 @@ class ComputeApi(object):
         network = self._resolve_network(project, nic_in.get("network"), "resource.networkInterfaces[0].network")
         wants_external = bool(nic_in.get("accessConfigs"))
         internal, nat = self._allocate(wants_external)
+        pool_error = None
+        if internal is None:
+            pool_error = {"kind": "operation_error", "count": 1, "operation_type": "insert",
+                          "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+                          "message": "local Compute API: every address of the host pool (%s) is taken; add test "
+                                     "hosts with POST /_admin/host-pool" % ", ".join(self.host_pool)}
         region = zone.rsplit("-", 1)[0]
         nic = {"kind": "compute#networkInterface", "name": "nic0", "network": network,
                "subnetwork": self.link("projects", project, "regions", region, "subnetworks", basename(network)),
@@ -1058,8 +1062,12 @@ class ComputeApi(object):
             proj["disks"].get(zone, {}).pop(disk_name, None)
             self._release(inst)
         self.save()
-        return self._new_operation(project, "insert", link, zone, on_done=done, on_error=failed,
-                                   request_id=q.get("requestId"))
+        if pool_error:
+            self.faults.insert(0, pool_error)
+        op = self._new_operation(project, "insert", link, zone, on_done=done, on_error=failed,
+                                 request_id=q.get("requestId"))
+        self.faults = [f for f in self.faults if f is not pool_error]
+        return op
 
     def _remove_instance(self, project, zone, name):
         proj = self.state.project(project)

@@ -10,6 +10,9 @@ import contextlib
 import io
 import json
 
+from unittest import mock
+
+from ansible.module_utils import _internal as _module_internal
 from ansible.module_utils.common import warnings as _warnings
 from ansible.module_utils.testing import patch_module_args
 
@@ -35,7 +38,9 @@ def run_module(main, args, check_mode=False, diff=False):
     _warnings._global_warnings.clear()  # pylint: disable=protected-access
     _warnings._global_deprecations.clear()  # pylint: disable=protected-access
     out = io.StringIO()
-    with patch_module_args(args), contextlib.redirect_stdout(out):
+    # run as on a target: warnings go into the result even when controller code was imported in this process
+    with patch_module_args(args), contextlib.redirect_stdout(out), \
+            mock.patch.object(_module_internal, "is_controller", False):
         try:
             main()
         except SystemExit:
