@@ -14,7 +14,6 @@ import pytest
 
 from ansible.errors import AnsibleError
 from ansible.inventory.data import InventoryData
-from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader, inventory_loader
 from ansible.template import trust_as_template
@@ -357,6 +356,14 @@ def test_filter_syntax_error_shows_the_api_message(tmp_path, fleet):
     text = str(err.value)
     assert "HTTP 400" in text and "Invalid list filter expression" in text
     assert "Check the 'filters' option" in text and "labels.env = = prod" in text
+
+
+def test_rate_limits_and_outages_are_retried(tmp_path, fleet):
+    fleet.add_faults([{"kind": "status", "status": 429, "count": 1, "retry_after": 0, "path": "/aggregated/"},
+                      {"kind": "status", "status": 503, "count": 1, "retry_after": 0, "path": "/aggregated/"}])
+    inv = parse(write_config(tmp_path, fleet))
+    assert sorted(inv.hosts) == ["cpu-1", "vm-1"]
+    assert [r["status"] for r in fleet.requests(r"/aggregated/")] == [429, 503, 200]
 
 
 def test_missing_credentials_file_fails_before_any_api_call(tmp_path, fleet):
