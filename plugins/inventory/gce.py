@@ -328,7 +328,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self._group_names = {}
         self._paths = {}
         self._client_factory = GceClient
-        self.api_calls = 0
 
     # ----------------------------------------------------------------- entry points
     def verify_file(self, path):
