@@ -177,7 +177,7 @@ def parse_filter(text):
         else:
             value = m.group(6)
             if value.startswith('"'):
-                value = json.loads(value)
+                value = value[1:-1].replace('\\"', '"')
             tokens.append(("cmp", m.group(4), m.group(5).strip(), value))
     tokens.append(("END",))
     idx = [0]
