@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import testhosts  # noqa: E402  pylint: disable=wrong-import-position
 
-CLI = [sys.executable, os.path.join(HERE, "testhosts.py")]
+CLI = [sys.executable, os.path.join(HERE, "testhosts.py")]   # no shebang: run by a python
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test-host harness needs root")
 
@@ -108,7 +108,7 @@ def test_hosts_are_distinct(two_hosts):
 
 
 def test_ssh_as_ansible_and_sudo(two_hosts):
-    _, state = two_hosts
+    state = two_hosts[1]
     for h in state["hosts"]:
         r = _ssh(state, h, "id -un; sudo -n id -u; hostname; ip -4 -o addr show scope global")
         assert r.returncode == 0, r.stderr.decode()
@@ -135,7 +135,7 @@ def test_exec_cli_and_copy_in(two_hosts, tmp_path):
 
 
 def test_create_refuses_bad_input(two_hosts, tmp_path):
-    state_dir, _ = two_hosts
+    state_dir = two_hosts[0]
     with pytest.raises(testhosts.HarnessError, match="already holds test hosts"):
         testhosts.create(state_dir, count=1)
     with pytest.raises(testhosts.HarnessError, match="--count"):
@@ -181,7 +181,7 @@ def test_gc_removes_hosts_whose_owner_is_gone(tmp_path):
 
 
 def test_gc_keeps_live_hosts(two_hosts):
-    _, state = two_hosts
+    state = two_hosts[1]
     subprocess.run(CLI + ["gc"], check=True)
     reg = testhosts._reg_load()["hosts"]  # pylint: disable=protected-access
     assert all(str(h["k"]) in reg for h in state["hosts"])

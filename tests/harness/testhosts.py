@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: (c) 2026, llmops contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Test-host harness: real Debian 12 hosts with systemd as PID 1, made with systemd-nspawn.
@@ -34,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -78,7 +76,7 @@ def _log(msg: str) -> None:
 
 def _run(cmd, check=True, input=None, timeout=120):
     proc = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise HarnessError("command failed (rc=%d): %s\n%s" % (
             proc.returncode, " ".join(cmd), proc.stderr.decode(errors="replace").strip()))
@@ -219,9 +217,9 @@ def _allocate(count, state_dir, names):
         taken = {int(k) for k in reg["hosts"]} | _k_in_use_by_system()
         free = [k for k in range(K_MIN, K_MAX + 1) if k not in taken]
         if len(free) < count:
-            raise HarnessError("only %d free test-host subnets left in %s.%d-%d.0/24; run "
-                               "`testhosts.py gc` or destroy other hosts" % (len(free), NET_PREFIX,
-                                                                           K_MIN, K_MAX))
+            raise HarnessError(
+                "only %d free test-host subnets left in %s.%d-%d.0/24; run `testhosts.py gc` or "
+                "destroy other hosts" % (len(free), NET_PREFIX, K_MIN, K_MAX))
         last = reg.get("last_k", 0)
         free.sort(key=lambda k: (k <= last, k))
         ks = free[:count]
@@ -271,7 +269,8 @@ def ensure_rootfs():
         try:
             proc = subprocess.run(["debootstrap", "--variant=minbase",
                                    "--include=" + DEBOOTSTRAP_INCLUDE, "bookworm", tmp,
-                                   DEBIAN_MIRROR], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                   DEBIAN_MIRROR], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  check=False)
             if proc.returncode != 0:
                 raise HarnessError("debootstrap failed (rc=%d):\n%s" % (
                     proc.returncode, proc.stdout.decode(errors="replace")[-3000:]))
@@ -439,7 +438,7 @@ def _wait_ready(h, deadline):
         if leader:
             p = subprocess.run(["nsenter", "-t", str(leader), "-a", "systemctl",
                                 "is-system-running"], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, timeout=20)
+                               stderr=subprocess.DEVNULL, timeout=20, check=False)
             state = p.stdout.decode().strip()
             if state in ("running", "degraded") and _ssh_banner(h["ip"]):
                 return
@@ -682,7 +681,8 @@ def exec_in(state_dir, name, cmd, input=None, check=True, timeout=120):
     if not leader:
         raise HarnessError("host %s is not running" % name)
     proc = subprocess.run(["nsenter", "-t", str(leader), "-a"] + list(cmd), input=input,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                          check=False)
     if check and proc.returncode != 0:
         raise HarnessError("in %s: %s exited %d: %s" % (
             name, " ".join(cmd), proc.returncode, proc.stderr.decode(errors="replace").strip()))
@@ -701,7 +701,7 @@ def copy_in(state_dir, name, src, dest, mode="0644", owner="root:root"):
 # --------------------------------------------------------------------------- CLI
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="testhosts.py", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="testhosts.py", description=__doc__.split("\n", maxsplit=1)[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("create", help="create and boot N hosts, write DIR/inventory.yml")
     p.add_argument("--state", required=True)
