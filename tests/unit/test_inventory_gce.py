@@ -282,6 +282,20 @@ def test_same_name_in_two_zones_gets_a_unique_hostname(tmp_path, api, capsys):
     assert inv.hosts[other].vars["gce_zone"] == other.split(".", 1)[1]
 
 
+def test_instances_without_a_hostname(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, hostnames=["labels.app"]))
+    assert sorted(inv.hosts) == ["vllm"]  # cpu-1 has no label app: skipped, with one warning
+    with pytest.raises(AnsibleError, match="no entry of 'hostnames' gives a value for instance cpu-1"):
+        parse(write_config(tmp_path, fleet, hostnames=["labels.app"], strict=True))
+
+
+def test_tag_named_like_a_reserved_group(tmp_path, api):
+    add_instance(api, "proj-one", a_instance(tags=("all", "ai-server")))
+    inv = parse(write_config(tmp_path, api))
+    assert group_hosts(inv, "tag_all") == ["vm-1"] and group_hosts(inv, "ai_server") == ["vm-1"]
+    assert len(inv.groups["all"].child_groups) > 1  # still the real 'all', holding every group
+
+
 def test_users_keyed_groups_groups_and_compose(tmp_path, fleet):
     inv = parse(write_config(
         tmp_path, fleet,
