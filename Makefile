@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help venv hostdeps test lint sanity unit molecule reliability demo bench clean
+.PHONY: help venv hostdeps test lint sanity unit harness molecule integration reliability demo bench clean
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 help:
 	@echo "make demo   - run site.yml end to end against the local Compute API and a real test host"
 	@echo "make test   - lint + ansible-test sanity + unit tests + molecule + reliability suite"
@@ -30,13 +31,28 @@ lint: venv
 sanity: venv
 	scripts/sanity
 
+# plugin unit tests (local Compute API, stand-ins on loopback; no test host)
 unit: venv
-	$(PY) -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
+# the test-host harness itself: real systemd-nspawn hosts, nothing left behind
+harness: venv hostdeps
+	$(PYTEST) tests/harness
+
+# the three roles on a real systemd test host: converge, idempotence (changed=0), testinfra verify
 molecule: venv hostdeps
 	molecule test --all
 
-test: venv hostdeps lint sanity unit molecule
+# role bad inputs on a real host; site.yml end to end against the local Compute API (+ idempotence, teardown)
+integration: venv hostdeps
+	$(PYTEST) tests/integration
+
+# issue 5: bad inputs, faults, secrets, hardening; writes docs/reliability.md
+reliability: venv hostdeps
+	$(PYTEST) tests/reliability
+
+test: venv hostdeps lint sanity unit harness molecule integration reliability
+	@echo "==> make test: all suites passed"
 
 demo: venv hostdeps
 	scripts/demo
