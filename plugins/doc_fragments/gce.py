@@ -72,5 +72,5 @@ requirements:
   - requests
   - google-auth (not needed for O(auth_kind=accesstoken))
 notes:
-  - Runs on the controller (use C(connection: local) or C(delegate_to: localhost)).
+  - "Runs on the controller (use C(connection: local) or C(delegate_to: localhost))."
 '''

@@ -19,7 +19,7 @@ description:
     API itself would open a rule without sources to C(0.0.0.0/0). C(0.0.0.0/0) is accepted only when written
     explicitly, and then the module warns.
 author:
-  - llmops.gce_vllm contributors
+  - llmops team (@llmops)
 extends_documentation_fragment:
   - llmops.gce_vllm.gce
 attributes:
@@ -357,8 +357,8 @@ def main():
                 final = client.get(path)
         result["firewall"] = final
         result["self_link"] = (final or {}).get("selfLink")
-        result["diff"] = dict(before=_view(existing), after=_view(final if not module.check_mode else
-                                                                 dict(existing or {}, **desired)))
+        after = dict(existing or {}, **desired) if module.check_mode else final
+        result["diff"] = dict(before=_view(existing), after=_view(after))
     except GceError as e:
         module.fail_json(msg="firewall rule %s: %s" % (p["name"], e), **result)
     module.exit_json(**result)

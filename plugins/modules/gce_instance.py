@@ -20,7 +20,7 @@ description:
     C(setMetadata), C(setScheduling)). Drift of the machine type, the accelerators or the boot disk needs the
     VM stopped or re-created; it is reported in RV(pending_changes) with a warning, never applied silently."
 author:
-  - llmops.gce_vllm contributors
+  - llmops team (@llmops)
 extends_documentation_fragment:
   - llmops.gce_vllm.gce
 attributes:
@@ -334,8 +334,8 @@ def view(inst):
         "tags": list((inst.get("tags") or {}).get("items") or []),
         "labels": dict(inst.get("labels") or {}),
         "metadata_keys": sorted(metadata_dict(inst)),
-        "scheduling": dict((k, (inst.get("scheduling") or {}).get(k)) for k in ("onHostMaintenance",
-                                                                                 "automaticRestart")),
+        "scheduling": dict((k, (inst.get("scheduling") or {}).get(k))
+                           for k in ("onHostMaintenance", "automaticRestart")),
     }
 
 

@@ -18,7 +18,7 @@ description:
     to its newest image (images.getFromFamily), which is returned.
   - Never changes anything (C(changed=false)).
 author:
-  - llmops.gce_vllm contributors
+  - llmops team (@llmops)
 extends_documentation_fragment:
   - llmops.gce_vllm.gce
 attributes:
@@ -27,6 +27,7 @@ attributes:
     description: Runs the same read-only checks.
   diff_mode:
     support: none
+    description: Read-only; nothing to show.
 options:
   zone:
     description: Zone, for example V(asia-northeast3-a).

@@ -137,8 +137,8 @@ class Discovery(object):
         fmt = spec.get("format")
         if typ == "string":
             if not isinstance(value, str):
-                return "Expected a string%s, got %s" % (" (%s, written as a JSON string)" % fmt if fmt else "",
-                                                       type(value).__name__)
+                hint = " (%s, written as a JSON string)" % fmt if fmt else ""
+                return "Expected a string%s, got %s" % (hint, type(value).__name__)
             if fmt in ("int64", "uint64") and not re.fullmatch(r"-?[0-9]+", value):
                 return "Expected an %s integer written as a string" % fmt
             if fmt == "uint64" and value.startswith("-"):

@@ -511,8 +511,8 @@ class ComputeApi(object):
         if method is None:
             allowed = self.discovery.known_path(path)
             if allowed:
-                raise ApiError(405, "Method %s is not allowed on %s (allowed: %s)" % (http_method, path,
-                                                                                        ", ".join(allowed)),
+                raise ApiError(405, "Method %s is not allowed on %s (allowed: %s)"
+                               % (http_method, path, ", ".join(allowed)),
                                reason="httpMethodNotAllowed", status="INVALID_ARGUMENT")
             raise ApiError(404, "The requested URL /compute/v1/%s was not found on this server." % path,
                            reason="notFound")
@@ -720,8 +720,8 @@ class ComputeApi(object):
     # ------------------------------------------------------------------ operations API
     def _op(self, p, scope):
         op = self.state.operations.get(p["operation"])
-        if op is None or not op["selfLink"].endswith("/projects/%s/%s/operations/%s" % (p["project"], scope,
-                                                                                       p["operation"])):
+        suffix = "/projects/%s/%s/operations/%s" % (p["project"], scope, p["operation"])
+        if op is None or not op["selfLink"].endswith(suffix):
             raise not_found("projects/%s/%s/operations/%s" % (p["project"], scope, p["operation"]))
         return op
 
@@ -935,8 +935,8 @@ class ComputeApi(object):
                                       "resource.guestAccelerators[%d].acceleratorType" % i)
             if acc_name not in self._accelerators_in(zone):
                 raise bad("Invalid value for field 'resource.guestAccelerators[%d].acceleratorType': '%s'. "
-                          "Accelerator type '%s' does not exist in zone %s." % (i, acc.get("acceleratorType"),
-                                                                                 acc_name, zone))
+                          "Accelerator type '%s' does not exist in zone %s."
+                          % (i, acc.get("acceleratorType"), acc_name, zone))
             count = acc.get("acceleratorCount") or 0
             accs.append((acc_name, count))
         if mt_acc:

@@ -142,8 +142,8 @@ def test_firewall_missing_credentials_file(server, tmp_path):
 
 
 def test_firewall_api_error_is_reported(server):
-    server.add_faults({"kind": "status", "status": 403, "count": 1, "message": "Required 'compute.firewalls.get' "
-                                                                              "permission"})
+    server.add_faults({"kind": "status", "status": 403, "count": 1,
+                       "message": "Required 'compute.firewalls.get' permission"})
     r = run_module(gce_firewall.main, fw_args(server))
     assert r["failed"] and "HTTP 403" in r["msg"] and "compute.firewalls.get" in r["msg"]
 
