@@ -193,7 +193,7 @@ plugin: llmops.gce_vllm.gce
 projects: [my-project]
 auth_kind: serviceaccount
 service_account_file: ~/.config/gcloud/inventory-sa.json
-
+---
 # fleet.gce.yml: two projects, two zones, only vLLM servers, cached for 10 minutes,
 # private addresses, plus a group of your own made with keyed_groups
 plugin: llmops.gce_vllm.gce
@@ -211,7 +211,7 @@ keyed_groups:
     prefix: team
 compose:
   ansible_user: "'ubuntu'"
-
+---
 # local.gce.yml: a local stand-in of the Compute API, stopped instances included
 plugin: llmops.gce_vllm.gce
 projects: [demo-project]
