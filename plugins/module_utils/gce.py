@@ -472,8 +472,7 @@ class GceClient(object):
         params = dict(params or {})
         while True:
             page = self.request("GET", path, params=params)
-            for item in page.get("items") or ():
-                yield item
+            yield from page.get("items") or ()
             token = page.get("nextPageToken")
             if not token:
                 return

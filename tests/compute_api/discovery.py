@@ -83,8 +83,7 @@ class Discovery(object):
         for res in resources.values():
             for m in (res.get("methods") or {}).values():
                 yield Method(m)
-            for m in self._walk(res.get("resources") or {}):
-                yield m
+            yield from self._walk(res.get("resources") or {})
 
     def route(self, http_method, path):
         """(Method, path parameters) for a path relative to compute/v1/, or (None, None)."""

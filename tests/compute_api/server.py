@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A local stand-in of the Compute Engine v1 REST API, for tests and `make demo`.
 
 Speaks the REST paths the collection uses (see README.md beside this file) and validates every request
@@ -195,7 +194,7 @@ def parse_filter(text):
         while peek()[0] == "OR":
             take()
             right = parse_and()
-            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
+            left = _either(left, right)
         return left
 
     def parse_and():
@@ -204,7 +203,7 @@ def parse_filter(text):
             if peek()[0] == "AND":
                 take()
             right = parse_atom()
-            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
+            left = _both(left, right)
         return left
 
     def parse_atom():
@@ -222,6 +221,14 @@ def parse_filter(text):
     if peek()[0] != "END":
         raise bad("Invalid value for field 'filter': '%s'. Invalid list filter expression." % text)
     return pred
+
+
+def _either(a, b):
+    return lambda r: a(r) or b(r)
+
+
+def _both(a, b):
+    return lambda r: a(r) and b(r)
 
 
 def _values_at(resource, path):
@@ -944,7 +951,7 @@ class ComputeApi(object):
                 raise bad("Invalid value for field 'resource.guestAccelerators': machine type %s comes with %d x "
                           "%s; the accelerators must be omitted or match." % (mt_name, mt_acc[1], mt_acc[0]))
             accs = [mt_acc]
-        elif any(a == "nvidia-l4" for a, _ in accs):
+        elif any(acc_type == "nvidia-l4" for acc_type, _count in accs):
             raise bad("Invalid value for field 'resource.machineType': '%s'. Accelerator type nvidia-l4 can only be "
                       "attached to G2 machine types." % mt_name)
         sched = dict(body.get("scheduling") or {})
@@ -1457,7 +1464,7 @@ class ComputeApiServer(object):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="port (0 = any free port; see --port-file)")
     ap.add_argument("--port-file", help="write the bound port to this file once listening")

@@ -16,7 +16,9 @@ from ansible.module_utils import _internal as _module_internal
 from ansible.module_utils.common import warnings as _warnings
 from ansible.module_utils.testing import patch_module_args
 
-from .server import ComputeApiServer  # noqa: F401  (re-exported)
+from .server import ComputeApiServer
+
+__all__ = ["PROJECT", "ComputeApiServer", "auth_args", "run_module"]
 
 PROJECT = "llmops-demo"
 

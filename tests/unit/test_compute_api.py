@@ -187,11 +187,11 @@ def test_instance_lifecycle_and_status(api):
     error_of(api("POST", base, vm()), 409)
     stop = api("POST", base + "/vm-1/stop").json()
     assert api("GET", base + "/vm-1").json()["status"] == "STOPPING"
-    for _ in range(2):
+    for _attempt in range(2):
         api("GET", "projects/%s/zones/%s/operations/%s" % (PROJECT, ZONE, stop["name"]))
     assert api("GET", base + "/vm-1").json()["status"] == "TERMINATED"
     dele = api("DELETE", base + "/vm-1").json()
-    for _ in range(2):
+    for _attempt in range(2):
         api("GET", "projects/%s/zones/%s/operations/%s" % (PROJECT, ZONE, dele["name"]))
     error_of(api("GET", base + "/vm-1"), 404)
 
@@ -290,7 +290,7 @@ def test_filter_subset():
 def test_fault_injection_via_admin_endpoint(api):
     base = api.srv.url
     requests.post(base + "_admin/faults", json={"kind": "status", "status": 429, "count": 2}, timeout=5)
-    codes = [api("GET", "projects/%s/zones/%s" % (PROJECT, ZONE)).status_code for _ in range(3)]
+    codes = [api("GET", "projects/%s/zones/%s" % (PROJECT, ZONE)).status_code for _attempt in range(3)]
     assert codes == [429, 429, 200]
     requests.post(base + "_admin/faults", json={"kind": "drop", "count": 1}, timeout=5)
     with pytest.raises(requests.ConnectionError):
@@ -318,6 +318,6 @@ def test_cli_port_file_state_file_and_sigterm(tmp_path):
         assert inst["networkInterfaces"][0]["accessConfigs"][0]["natIP"] == "10.231.9.2"
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        out, _err = proc.communicate(timeout=10)
     assert proc.returncode == 0, out
     assert "vm-1" in json.loads(state.read_text())["projects"][PROJECT]["instances"][ZONE]

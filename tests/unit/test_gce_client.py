@@ -61,7 +61,7 @@ def test_aggregated_list_one_call_per_page(server):
     server.clear_requests()
     items = list(c.aggregated_list("instances"))
     assert len(items) == 1234
-    assert len({item["name"] for _, item in items}) == 1234
+    assert len({item["name"] for _scope, item in items}) == 1234
     assert all(scope == "zones/" + gce.basename(item["zone"]) for scope, item in items)
     calls = server.requests()
     assert [r["path"] for r in calls] == ["/compute/v1/projects/%s/aggregated/instances" % PROJECT] * 3
@@ -72,7 +72,7 @@ def test_aggregated_list_of_5000_instances_is_fast(server):
     server.api.seed(5000, zones=20)
     c = client_for(server)
     server.clear_requests()
-    assert sum(1 for _ in c.aggregated_list("instances")) == 5000
+    assert sum(1 for _item in c.aggregated_list("instances")) == 5000
     calls = server.requests()
     assert len(calls) == 10
     assert sum(r["ms"] for r in calls) < 1000, calls
@@ -150,7 +150,7 @@ def test_wait_goes_pending_running_done(server):
     assert op["status"] == "PENDING" and op["kind"] == "compute#operation"
     seen = [op["status"]]
     path = c.operation_path(op)
-    for _ in range(3):
+    for _attempt in range(3):
         seen.append(c.request("POST", path + "/wait")["status"])
     assert seen == ["PENDING", "RUNNING", "RUNNING", "DONE"]
     op2 = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("w2"))
