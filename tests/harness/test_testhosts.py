@@ -45,6 +45,7 @@ def _leftovers(hosts):
             found.append("nat rule for k=%d" % h["k"])
         if h["root"] in mounts:
             found.append("mount " + h["root"])
+        found += ["mount " + mp for mp in testhosts._our_mounts().get(h["k"], [])]  # pylint: disable=protected-access
         if testhosts._alive(h["nspawn_pid"], h["nspawn_start"]):  # pylint: disable=protected-access
             found.append("process %d" % h["nspawn_pid"])
         if os.path.exists(h["hostdir"]):
@@ -198,3 +199,31 @@ def test_registry_entry_of_a_dead_creator_is_collected():
     assert str(k) in testhosts._reg_load()["hosts"]  # pylint: disable=protected-access
     testhosts.gc()
     assert str(k) not in testhosts._reg_load()["hosts"]  # pylint: disable=protected-access
+
+
+def test_sigterm_during_create_leaves_nothing(tmp_path):
+    state_dir = str(tmp_path / "s")
+    proc = subprocess.Popen(CLI + ["create", "--state", state_dir, "--count", "2", "--prefix", "pys"])
+    state_file = os.path.join(state_dir, "state.json")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(state_file) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(state_file) as fh:   # written once the subnets are allocated, before anything is made
+        hosts = json.load(fh)["hosts"]
+    proc.terminate()
+    assert proc.wait(timeout=60) == 130
+    assert _leftovers(hosts) == []
+    assert not os.path.exists(state_dir)
+
+
+def test_gc_after_a_crash_finds_mounts_whose_dir_was_moved(tmp_path):
+    # A run killed outright, then its tmp dir renamed (pytest does that to old tmp dirs).
+    state_dir = str(tmp_path / "c")
+    state = testhosts.create(state_dir, count=1, prefix="pyc")
+    hosts = state["hosts"]
+    os.kill(hosts[0]["nspawn_pid"], 9)
+    os.rename(state_dir, state_dir + "-moved")
+    assert testhosts._our_mounts()[hosts[0]["k"]] == [  # pylint: disable=protected-access
+        state_dir + "-moved/hosts/pyc1/root"]
+    testhosts.gc()
+    assert _leftovers(hosts) == []

@@ -27,6 +27,16 @@ Stdlib only; runs with any python3 >= 3.9. Flags of systemd-nspawn and why:
 * ``--bind-ro=/etc/ssl/certs``: the registries are reached through a TLS proxy whose CA only the
   controller's bundle trusts; without it pip inside the host fails with CERTIFICATE_VERIFY_FAILED.
 * ``--console=read-only``: the boot log goes to ``hosts/NAME/console.log`` in the state dir.
+
+Copy per host: overlayfs (the cached rootfs as lowerdir, the host's changes in
+``hosts/NAME/upper``) mounts in milliseconds; ``cp -a`` of the 331 MB rootfs took 9 s cold and 2 s
+warm on these machines (ext4 has no reflinks), so overlayfs it is. Measured here (2 cores): create
+of 2 hosts about 1 s to systemd "running" and sshd answering, destroy about 2 s.
+
+Subnet numbers ``<k>`` are allocated round robin under ``flock`` in ``/run/llmops-testhosts/``
+(registry.json), skipping any ``10.231.<k>.0/24`` already in use on the machine; a just-freed
+``<k>`` is not reused at once, so a stale ssh ControlPersist master cannot meet a new host.
+``ip_forward`` is switched on and left on (other users rely on it).
 """
 
 from __future__ import annotations
@@ -138,6 +148,35 @@ def _mounted(path) -> bool:
     except OSError:
         pass
     return False
+
+
+def _mount_source(k):
+    return "llmops-testhost-k%d" % k
+
+
+def _our_mounts():
+    """{k: [mount points]} of the overlay mounts this harness made (by their source name)."""
+    found = {}
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                pre, _sep, post = line.partition(" - ")
+                fstype, source = (post.split() + ["", ""])[:2]
+                m = re.match(r"^llmops-testhost-k(\d+)$", source)
+                if fstype == "overlay" and m:
+                    mp = pre.split()[4].replace("\\040", " ")
+                    found.setdefault(int(m.group(1)), []).append(mp)
+    except OSError:
+        pass
+    return found
+
+
+def _umount(path):
+    if _run(["umount", path], check=False).returncode != 0:
+        time.sleep(0.5)
+        if _run(["umount", path], check=False).returncode != 0:
+            _run(["umount", "-l", path], check=False)
+    return not _mounted(path)
 
 
 def _default_iface() -> str:
@@ -340,7 +379,8 @@ def _prepare_root(h, lower, pubkey):
     hostdir, root = h["hostdir"], h["root"]
     for sub in ("upper", "work", "root"):
         os.makedirs(os.path.join(hostdir, sub), mode=0o755, exist_ok=True)
-    _run(["mount", "-t", "overlay", "overlay", "-o",
+    # The mount's source names it ours and its <k>: found again even if the dir is renamed.
+    _run(["mount", "-t", "overlay", _mount_source(h["k"]), "-o",
           "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, os.path.join(hostdir, "upper"),
                                                   os.path.join(hostdir, "work")), root])
     name = h["name"]
@@ -428,9 +468,11 @@ def _console_tail(h, n=30):
         return "(no console log)"
 
 
-def _wait_ready(h, deadline):
+def _wait_ready(h, deadline, abort=None):
     state = ""
     while time.monotonic() < deadline:
+        if abort is not None and abort.is_set():
+            raise HarnessError("host %s: creation interrupted" % h["name"])
         if not _alive(h["nspawn_pid"], h["nspawn_start"]):
             raise HarnessError("host %s: systemd-nspawn exited during boot; console:\n%s"
                                % (h["name"], _console_tail(h)))
@@ -485,13 +527,12 @@ def _teardown_host(h):
         if _alive(pid, start):
             errors.append("systemd-nspawn pid %d survived SIGKILL" % pid)
     root = h.get("root")
-    if root and _mounted(root):
-        if _run(["umount", root], check=False).returncode != 0:
-            time.sleep(0.5)
-            if _run(["umount", root], check=False).returncode != 0:
-                _run(["umount", "-l", root], check=False)
-        if _mounted(root):
-            errors.append("%s is still mounted" % root)
+    mounts = _our_mounts().get(h["k"], []) if "k" in h else []
+    if root and _mounted(root) and os.path.realpath(root) not in mounts:
+        mounts.append(os.path.realpath(root))
+    for mp in mounts:   # also found where its directory was moved to
+        if not _umount(mp):
+            errors.append("%s is still mounted" % mp)
     ns = h.get("netns")
     if ns and os.path.exists("/run/netns/" + ns):
         r = _run(["ip", "netns", "del", ns], check=False)
@@ -527,6 +568,15 @@ def create(state_dir, count=1, prefix=DEFAULT_PREFIX):
         raise HarnessError("%s already holds test hosts; run `testhosts.py destroy --state %s` "
                            "first" % (state_dir, state_dir))
     lower = ensure_rootfs()
+    try:
+        return _create(state_dir, count, prefix, lower)
+    except BaseException:   # failure, Ctrl-C or SIGTERM: nothing made may stay behind
+        with contextlib.suppress(Exception):
+            destroy(state_dir)
+        raise
+
+
+def _create(state_dir, count, prefix, lower):
     os.makedirs(os.path.join(state_dir, "hosts"), mode=0o700, exist_ok=True)
     key = os.path.join(state_dir, "id_ed25519")
     if not os.path.exists(key):
@@ -540,16 +590,22 @@ def create(state_dir, count=1, prefix=DEFAULT_PREFIX):
     hosts = [_host_record(state_dir, k, n, iface) for k, n in zip(ks, names)]
     state = {"version": 1, "key": key, "hosts": hosts, "created": time.time()}
     _save_state(state_dir, state)   # before anything is made, so destroy always finds it
+    for h in hosts:                 # and so does gc
+        _reg_update(h["k"], record=h)
     errors = []
+
+    abort = threading.Event()
 
     def one(h):
         try:
-            _prepare_root(h, lower, pubkey)
-            _setup_net(h)
-            _boot(h)
+            for step in (lambda: _prepare_root(h, lower, pubkey), lambda: _setup_net(h),
+                         lambda: _boot(h)):
+                if abort.is_set():
+                    raise HarnessError("host %s: creation interrupted" % h["name"])
+                step()
             _reg_update(h["k"], nspawn_pid=h["nspawn_pid"], nspawn_start=h["nspawn_start"],
                         status="booting", record=h)
-            _wait_ready(h, time.monotonic() + BOOT_TIMEOUT)
+            _wait_ready(h, time.monotonic() + BOOT_TIMEOUT, abort)
             _reg_update(h["k"], status="running", record=h)
         except Exception as exc:   # collected; every host is torn down below
             errors.append(str(exc))
@@ -557,10 +613,18 @@ def create(state_dir, count=1, prefix=DEFAULT_PREFIX):
             _reg_update(h["k"], record=h)
 
     threads = [threading.Thread(target=one, args=(h,)) for h in hosts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except BaseException:   # Ctrl-C / SIGTERM: let the workers stop, then remove what they made
+        abort.set()
+        for t in threads:
+            if t.ident is not None:   # started (perhaps interrupted inside start())
+                t.join()
+        _save_state(state_dir, state)
+        raise
     _save_state(state_dir, state)
     if errors:
         try:
@@ -648,6 +712,11 @@ def _gc_strays():
             if m and int(m.group(1)) not in owned:
                 _run(["ip", "link", "del", link], check=False)
                 cleaned.append(link)
+        for k, mps in _our_mounts().items():
+            if k not in owned:
+                for mp in mps:
+                    _umount(mp)
+                    cleaned.append("mount:%s" % mp)
         rules = _run(["iptables", "-t", "nat", "-S", "POSTROUTING"], check=False).stdout.decode()
         for line in rules.splitlines():
             m = re.search(r"--comment \"?%s:(\d+)\"?" % NAT_COMMENT, line)
@@ -700,6 +769,10 @@ def copy_in(state_dir, name, src, dest, mode="0644", owner="root:root"):
 
 # --------------------------------------------------------------------------- CLI
 
+def _sigterm(signum, frame):   # pylint: disable=unused-argument
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="testhosts.py", description=__doc__.split("\n", maxsplit=1)[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -720,6 +793,7 @@ def main(argv=None):
     p = sub.add_parser("list", help="print the hosts of DIR")
     p.add_argument("--state", required=True)
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)   # create/destroy clean up on SIGTERM as on Ctrl-C
     try:
         if a.cmd == "create":
             t0 = time.monotonic()
