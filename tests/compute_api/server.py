@@ -354,7 +354,8 @@ class ComputeApi(object):
         if not self.state_file:
             return
         tmp = "%s.tmp.%d" % (self.state_file, os.getpid())
-        with open(tmp, "w") as f:
+        # 0600: instance metadata may hold what only its owner should read
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump(self.state.to_json(), f, sort_keys=True)
         os.replace(tmp, self.state_file)
 
@@ -388,8 +389,8 @@ class ComputeApi(object):
             for rule in rules:
                 rule = dict(rule)
                 kind = rule.get("kind", "status")
-                if kind not in ("status", "drop", "operation_error", "delay"):
-                    raise bad("fault kind must be status, drop, operation_error or delay, got %r" % kind)
+                if kind not in ("status", "drop", "drop_after", "operation_error", "delay"):
+                    raise bad("fault kind must be status, drop, drop_after, operation_error or delay, got %r" % kind)
                 rule["kind"] = kind
                 rule.setdefault("count", 1)
                 self.faults.append(rule)
@@ -1321,13 +1322,13 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(401, "Request is missing required authentication credential. Expected OAuth 2 access "
                                 "token, login cookie or other valid authentication credential.",
                            reason="required" if not auth else "authError")
-        fault = api._take_fault(("status", "drop", "delay"), http_method, path)
+        fault = api._take_fault(("status", "drop", "drop_after", "delay"), http_method, path)
         if fault and fault["kind"] == "delay":
             time.sleep(float(fault.get("seconds", 1)))
             fault = None
         if fault and fault["kind"] == "drop":
             raise _DropConnection()
-        if fault:
+        if fault and fault["kind"] != "drop_after":
             code = int(fault.get("status", 503))
             headers = {"Retry-After": fault["retry_after"]} if fault.get("retry_after") is not None else {}
             raise ApiError(code, fault.get("message") or ("Rate Limit Exceeded" if code == 429 else
@@ -1335,7 +1336,10 @@ class Handler(BaseHTTPRequestHandler):
                            headers=headers)
         if body is ApiError:
             raise ApiError(400, "Invalid JSON payload received. The request body is not JSON.", reason="parseError")
-        return api.handle(http_method, path, query, body)
+        outcome = api.handle(http_method, path, query, body)
+        if fault and fault["kind"] == "drop_after":
+            raise _DropConnection()  # the request took effect, but its answer is lost
+        return outcome
 
     def _admin(self, http_method, path, query, body):
         api = self.server.api

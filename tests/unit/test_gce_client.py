@@ -132,14 +132,26 @@ def test_404_is_none_for_get_and_an_error_for_request(server):
     assert c.calls == 2
 
 
-def test_write_retried_after_a_dropped_answer_is_applied_once(server):
-    """The requestId makes a retried insert harmless (the API returns the first operation)."""
+def test_write_retried_after_a_lost_answer_is_applied_once(server):
+    """The insert took effect but its answer was lost: the retry carries the same requestId, so the API
+    returns the first operation instead of failing with 409 alreadyExists (or acting twice)."""
     c = client_for(server, backoff=0.01)
-    server.add_faults({"kind": "status", "status": 503, "count": 1, "method": "POST", "path": "firewalls$"})
-    c.mutate("POST", c.project_path("global/firewalls"), body=firewall_body("once"))
-    ids = {r["query"] for r in server.requests("firewalls$") if r["method"] == "POST"}
-    assert len(ids) == 1  # both attempts carried the same requestId
+    server.add_faults({"kind": "drop_after", "count": 1, "method": "POST", "path": "firewalls$"})
+    op = c.mutate("POST", c.project_path("global/firewalls"), body=firewall_body("once"))
+    assert op["status"] == "DONE" and op["operationType"] == "insert"
+    posts = [r for r in server.requests("firewalls$") if r["method"] == "POST"]
+    assert len(posts) == 2 and posts[0]["status"] == 0  # 0 = dropped
+    assert len({r["query"] for r in posts}) == 1  # both attempts carried the same requestId
     assert server.api.summary()[PROJECT]["firewalls"] == ["once"]
+
+
+def test_without_request_id_a_lost_answer_would_conflict(server):
+    """The counter-check: the same lost answer without a requestId makes the retry fail with 409."""
+    c = client_for(server, backoff=0.01)
+    server.add_faults({"kind": "drop_after", "count": 1, "method": "POST", "path": "firewalls$"})
+    with pytest.raises(gce.GceApiError) as e:
+        c.request("POST", c.project_path("global/firewalls"), body=firewall_body("twice"))
+    assert e.value.status == 409
 
 
 # ------------------------------------------------------------------------------ operations
