@@ -37,6 +37,7 @@ except ImportError:  # run as a script: python tests/compute_api/server.py
 
 BASE_PATH = "/compute/v1/"
 SELF_LINK_BASE = "https://www.googleapis.com/compute/v1/"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_PROJECT = "llmops-demo"
 
 # ---------------------------------------------------------------------------------------------- catalogue
@@ -325,6 +326,7 @@ class ComputeApi(object):
         self.state = State()
         self.faults = []
         self.requests = []
+        self.issued_tokens = {}  # access tokens handed out by POST /token -> {iss, scope}
         self._used_hosts = set()
         self._fake_ext = ipaddress.ip_network("203.0.113.0/24").hosts()
         self._fake_int = ipaddress.ip_network("10.128.0.0/20").hosts()
@@ -1298,7 +1300,8 @@ class Handler(BaseHTTPRequestHandler):
             # logged before answering, so a client that got its answer finds its request in the log
             with api.lock:
                 api.requests.append({"method": http_method, "path": split.path, "query": split.query,
-                                     "status": status, "ms": round((time.perf_counter() - started) * 1000, 3)})
+                                     "status": status, "ms": round((time.perf_counter() - started) * 1000, 3),
+                                     "bearer_issued": getattr(self, "_bearer_issued", False)})
         if status == 0:
             self._drop()
         else:
@@ -1306,6 +1309,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _outcome(self, http_method, split, query):
         api = self.server.api
+        if split.path == "/token" and http_method == "POST":
+            return self._token()
         try:
             body = self._body()
         except ApiError:
@@ -1318,6 +1323,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "The requested URL %s was not found on this server." % split.path)
         path = split.path[len(BASE_PATH):]
         auth = self.headers.get("Authorization") or ""
+        self._bearer_issued = auth[7:] in api.issued_tokens
         if not auth.startswith("Bearer ") or not auth[7:].strip() or (api.token and auth[7:] != api.token):
             raise ApiError(401, "Request is missing required authentication credential. Expected OAuth 2 access "
                                 "token, login cookie or other valid authentication credential.",
@@ -1340,6 +1346,36 @@ class Handler(BaseHTTPRequestHandler):
         if fault and fault["kind"] == "drop_after":
             raise _DropConnection()  # the request took effect, but its answer is lost
         return outcome
+
+    def _token(self):
+        """A stand-in of Google's OAuth2 token endpoint (https://oauth2.googleapis.com/token) for service-account
+        keys whose token_uri points here: the JWT-bearer grant. The JWT's claims are checked (iss, aud = this
+        URL, scope, iat/exp); its signature is not (stdlib only)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        form = parse_qs(self.rfile.read(length).decode() if length else "")
+
+        def oauth_error(error, description):
+            return 400, {"error": error, "error_description": description}
+        if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
+            return oauth_error("unsupported_grant_type", "Invalid grant_type: %s" % form.get("grant_type"))
+        try:
+            _header, payload, _sig = form["assertion"][0].split(".")
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (KeyError, ValueError):
+            return oauth_error("invalid_grant", "Invalid JWT: the assertion is not a JWT")
+        now = time.time()
+        own = "http://%s:%d/token" % self.server.server_address[:2]
+        # google-auth writes Google's token URL as the audience whatever token_uri is; both are accepted
+        if not claims.get("iss") or claims.get("aud") not in (own, GOOGLE_TOKEN_URL) or not claims.get("scope"):
+            return oauth_error("invalid_grant", "Invalid JWT: iss, aud (%s) and scope are required, got %s"
+                               % (own, json.dumps(claims, sort_keys=True)))
+        if not claims.get("iat", now + 999) - 300 <= now <= claims.get("exp", 0) + 300:
+            return oauth_error("invalid_grant", "Invalid JWT: Token must be a short-lived token and in a reasonable "
+                                                "timeframe")
+        token = "ya29.local-" + uuid.uuid4().hex
+        with self.server.api.lock:
+            self.server.api.issued_tokens[token] = {"iss": claims["iss"], "scope": claims["scope"]}
+        return 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
 
     def _admin(self, http_method, path, query, body):
         api = self.server.api

@@ -18,7 +18,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from .server import ComputeApiServer
 
-__all__ = ["PROJECT", "ComputeApiServer", "auth_args", "run_module"]
+__all__ = ["PROJECT", "ComputeApiServer", "auth_args", "run_module", "service_account_key"]
 
 PROJECT = "llmops-demo"
 
@@ -54,3 +54,21 @@ def run_module(main, args, check_mode=False, diff=False):
     result["warning_msgs"] = [w["event"]["msg"] if isinstance(w, dict) and "event" in w else str(w)
                               for w in result.get("warnings") or []]
     return result
+
+
+def service_account_key(directory, server):
+    """Write a real RSA service-account key file (mode 0600) whose token_uri is `server`'s OAuth2 endpoint;
+    returns its path (a pathlib.Path when `directory` is one)."""
+    from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives.asymmetric import rsa  # pylint: disable=import-outside-toplevel
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = directory / "sa.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": PROJECT, "private_key_id": "0123abcd", "private_key": pem,
+        "client_email": "deployer@%s.iam.gserviceaccount.com" % PROJECT, "client_id": "1",
+        "token_uri": server.url + "token"}))
+    path.chmod(0o600)
+    return path

@@ -9,7 +9,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.compute_api.testing import PROJECT, ComputeApiServer  # noqa: E402
+from tests.compute_api.testing import PROJECT, ComputeApiServer, service_account_key  # noqa: E402
 
 from ansible_collections.llmops.gce_vllm.plugins.module_utils import gce  # noqa: E402
 
@@ -279,3 +279,41 @@ def test_gpu_rules():
     [err] = gce.check_gpu_setup("g2-standard-4", [], "TERMINATE", "deeplearning-platform-release")
     assert "Deep Learning VM" in err and "ubuntu-os-accelerator-images" in err
     assert gce.check_gpu_setup("e2-standard-2", [], "MIGRATE", "debian-cloud") == []
+
+
+# ------------------------------------------------------------------------------ service-account flow
+def test_service_account_key_flow_end_to_end(server, tmp_path):
+    key = service_account_key(tmp_path, server)
+    c = gce.GceClient(PROJECT, auth_kind="serviceaccount", service_account_file=str(key),
+                      api_endpoint=server.endpoint)
+    assert server.requests() == []  # building the client calls nothing
+    assert c.get(c.project_path("zones", ZONE))["name"] == ZONE
+    assert c.get(c.project_path("zones", "us-central1-a"))["name"] == "us-central1-a"
+    calls = server.requests()
+    assert [r["path"] for r in calls] == ["/token", "/compute/v1/projects/%s/zones/%s" % (PROJECT, ZONE),
+                                          "/compute/v1/projects/%s/zones/us-central1-a" % PROJECT]
+    assert all(r["bearer_issued"] for r in calls[1:])  # the token exchanged once is reused
+    [grant] = server.api.issued_tokens.values()
+    assert grant == {"iss": "deployer@%s.iam.gserviceaccount.com" % PROJECT,
+                     "scope": "https://www.googleapis.com/auth/cloud-platform"}
+
+
+def test_service_account_key_contents_and_a_refused_token(server, tmp_path):
+    key = json.loads(service_account_key(tmp_path, server).read_text())
+    c = gce.GceClient(PROJECT, auth_kind="serviceaccount", service_account_contents=json.dumps(key),
+                      api_endpoint=server.endpoint)
+    assert c.get(c.project_path("zones", ZONE))["name"] == ZONE
+    key["token_uri"] = server.url + "token-nope"
+    c = gce.GceClient(PROJECT, auth_kind="serviceaccount", service_account_contents=key,
+                      api_endpoint=server.endpoint)
+    with pytest.raises(gce.GceAuthError) as e:
+        c.get(c.project_path("zones", ZONE))
+    assert "could not obtain an access token (auth_kind=serviceaccount)" in str(e.value)
+
+
+def test_application_default_credentials_missing(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "adc.json"))
+    with pytest.raises(gce.GceAuthError) as e:
+        gce.GceClient(PROJECT, auth_kind="application", api_endpoint=server.endpoint)
+    assert "auth_kind=application found no application default credentials" in str(e.value)
+    assert server.requests() == []

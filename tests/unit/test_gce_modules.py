@@ -12,7 +12,13 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.compute_api.testing import PROJECT, ComputeApiServer, auth_args, run_module  # noqa: E402
+from tests.compute_api.testing import (  # noqa: E402
+    PROJECT,
+    ComputeApiServer,
+    auth_args,
+    run_module,
+    service_account_key,
+)
 
 from ansible_collections.llmops.gce_vllm.plugins.modules import gce_firewall, gce_instance, gce_preflight  # noqa: E402
 
@@ -139,6 +145,14 @@ def test_firewall_missing_credentials_file(server, tmp_path):
     r = run_module(gce_firewall.main, args)
     assert r["failed"] and "credentials file %s does not exist" % (tmp_path / "key.json") in r["msg"]
     assert server.requests() == []
+
+
+def test_firewall_with_a_service_account_key(server, tmp_path):
+    args = fw_args(server, auth_kind="serviceaccount", service_account_file=str(service_account_key(tmp_path, server)))
+    del args["access_token"]
+    r = run_module(gce_firewall.main, args)
+    assert r["changed"] and r["action"] == "created", r
+    assert server.requests()[0]["path"] == "/token" and all(q["bearer_issued"] for q in server.requests()[1:])
 
 
 def test_firewall_api_error_is_reported(server):
