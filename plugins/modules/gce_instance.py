@@ -224,7 +224,9 @@ actions:
   elements: str
   sample: [create]
 pending_changes:
-  description: Differences that were not applied because they need the VM stopped or re-created (machine type, accelerators).
+  description:
+    - Differences that were not applied because they need the VM stopped, a disk resized or the VM re-created
+      (machine type, accelerators, boot disk size, external IP).
   returned: always
   type: list
   elements: str
@@ -496,6 +498,15 @@ class InstanceManager(object):
             if gpus(inst) != want_gpus:
                 self.pending.append("accelerators: %s -> %s (stop the VM and change them, or re-create it)"
                                     % (gpus(inst), want_gpus))
+        boot = p["boot_disk"] or {}
+        boot_disks = [d for d in inst.get("disks") or [] if d.get("boot")]
+        if boot.get("size_gb") and boot_disks and boot_disks[0].get("diskSizeGb") \
+                and int(boot_disks[0]["diskSizeGb"]) != boot["size_gb"]:
+            self.pending.append("boot_disk.size_gb: %s -> %s (resize the disk, or re-create the VM)"
+                                % (boot_disks[0]["diskSizeGb"], boot["size_gb"]))
+        if inst.get("status") == "RUNNING" and bool(addresses(inst)[1]) != bool(p["external_ip"]):
+            self.pending.append("external_ip: %s -> %s (add or delete the access config, or re-create the VM)"
+                                % (bool(addresses(inst)[1]), bool(p["external_ip"])))
         for item in self.pending:
             self.module.warn("instance %s: %s" % (p["name"], item))
 

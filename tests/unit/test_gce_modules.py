@@ -244,6 +244,15 @@ def test_instance_machine_type_drift_is_reported_not_applied(server):
     assert writes(server) == []
 
 
+def test_instance_disk_size_and_external_ip_drift_reported(server):
+    run_module(gce_instance.main, vm_args(server))
+    r = run_module(gce_instance.main, vm_args(server, boot_disk={"image_family": FAMILY, "size_gb": 300,
+                                                                 "image_project": "ubuntu-os-accelerator-images"},
+                                              external_ip=False))
+    assert not r["changed"]
+    assert [x.split(":")[0] for x in r["pending_changes"]] == ["boot_disk.size_gb", "external_ip"]
+
+
 def test_instance_check_mode(server):
     r = run_module(gce_instance.main, vm_args(server), check_mode=True, diff=True)
     assert r["changed"] and r["actions"] == ["create"] and r["image"].endswith(NEWEST)
