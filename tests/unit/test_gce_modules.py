@@ -155,6 +155,21 @@ def test_firewall_with_a_service_account_key(server, tmp_path):
     assert server.requests()[0]["path"] == "/token" and all(q["bearer_issued"] for q in server.requests()[1:])
 
 
+def test_connection_settings_from_gcp_environment(server, monkeypatch):
+    args = fw_args(server)
+    for key in ("project", "auth_kind", "access_token", "api_endpoint"):
+        del args[key]
+    r = run_module(gce_firewall.main, args)
+    assert r["failed"] and "project is required" in r["msg"] and "GCP_PROJECT" in r["msg"]
+    monkeypatch.setenv("GCP_PROJECT", PROJECT)
+    monkeypatch.setenv("GCP_AUTH_KIND", "accesstoken")
+    monkeypatch.setenv("GCP_ACCESS_TOKEN", "from-env")
+    monkeypatch.setenv("GCE_API_ENDPOINT", server.endpoint)
+    r = run_module(gce_firewall.main, args)
+    assert r["changed"] and r["action"] == "created", r
+    assert "from-env" not in str(r)  # no_log: the token is not echoed anywhere in the result
+
+
 def test_firewall_api_error_is_reported(server):
     server.add_faults({"kind": "status", "status": 403, "count": 1,
                        "message": "Required 'compute.firewalls.get' permission"})
