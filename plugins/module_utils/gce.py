@@ -264,8 +264,8 @@ def load_service_account_info(service_account_file=None, service_account_content
         except (OSError, IOError) as e:
             raise GceAuthError("credentials file %s cannot be read: %s" % (service_account_file, e))
         except ValueError as e:
-            raise GceAuthError("credentials file %s is not valid JSON (%s); it must be a service-account key "
-                               "file created by 'gcloud iam service-accounts keys create'"
+            raise GceAuthError("credentials file %s is not valid JSON (%s); set service_account_file to a "
+                               "service-account key file created by 'gcloud iam service-accounts keys create'"
                                % (service_account_file, e))
     else:
         raise GceAuthError("auth_kind=serviceaccount needs service_account_file (or GCP_SERVICE_ACCOUNT_FILE) "
