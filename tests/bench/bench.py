@@ -107,10 +107,12 @@ def probe_urls(host: dict) -> dict:
     return {"vllm": "http://%s:8001/health" % host["ip"], "ai_server": "http://%s:8000/health" % host["ip"]}
 
 
-def run_runbook(ctx: Ctx, host: dict, tag: str) -> float:
+def run_runbook(ctx: Ctx, host: dict, tag: str) -> dict:
     cmd = "set -a; . /tmp/rb.env; set +a; exec bash /opt/standin/runbook_manual.sh"
-    _, secs, _ = bl.run(bl.ssh_cmd(host, cmd), log_to=ctx.logs / (tag + ".log"), timeout=1800)
-    return secs
+    _, secs, out = bl.run(bl.ssh_cmd(host, cmd), log_to=ctx.logs / (tag + ".log"), timeout=1800)
+    notes = sorted({line.split(":", 1)[1].strip() for line in out.splitlines()
+                    if line.startswith("RUNBOOK-NOT-RERUNNABLE:")})
+    return {"wall_s": round(secs, 3), "not_rerunnable": notes}
 
 
 def run_configure(ctx: Ctx, inventory: Path, tag: str, extra_env: dict | None = None) -> dict:
@@ -167,11 +169,11 @@ def stage_single(ctx: Ctx) -> dict:
             rep = {"runbook": {}, "configure": {}}
             if "runbook" in ctx.stages:
                 first = run_runbook(ctx, h_rb, "single%d-runbook-1" % i)
-                bl.log("runbook 1st run %.1fs" % first)
+                bl.log("runbook 1st run %.1fs" % first["wall_s"])
                 second = second_run_measured(ctx, [h_rb], lambda: run_runbook(ctx, h_rb, "single%d-runbook-2" % i))
                 bl.log("runbook 2nd run %.1fs, downtime %.2fs, restarts %d" % (
                     second["wall_s"], second["max_downtime_s"], second["restarts_total"]))
-                rep["runbook"] = {"first": {"wall_s": round(first, 3)}, "second": second}
+                rep["runbook"] = {"first": first, "second": second}
             if "configure" in ctx.stages:
                 inv = hosts.state_dir / "one.yml"
                 write_inventory(hosts, [h_cf], inv)

@@ -242,8 +242,9 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         w("")
         w(inv.get("note", ""))
         w("")
-        w("| instances | mode | llmops.gce_vllm.gce | google.cloud.gcp_compute | ratio | API requests (ours / theirs) |")
-        w("|---|---|---|---|---|---|")
+        w("| instances | mode | llmops.gce_vllm.gce | google.cloud.gcp_compute | ratio | plugin only, in-process "
+          "(ours / theirs) | API requests (ours / theirs) |")
+        w("|---|---|---|---|---|---|---|")
         by = {(r["plugin"], r["instances"], r["mode"]): r for r in inv["rows"]}
         for n in sorted({r["instances"] for r in inv["rows"]}):
             for mode in ("cold", "cached"):
@@ -252,9 +253,11 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
                 if not a and not b:
                     continue
                 ratio = (b["median_s"] / a["median_s"]) if a and b and a["median_s"] and b["median_s"] else None
-                w("| %d | %s | %s | %s | %s | %s / %s |" % (
+                w("| %d | %s | %s | %s | %s | %s / %s | %s / %s |" % (
                     n, mode, fmt(a and a["median_s"], " s", 2), fmt(b and b["median_s"], " s", 2),
-                    fmt(ratio, "x faster", 1), a and a.get("api_requests"), b and b.get("api_requests")))
+                    fmt(ratio, "x faster", 1), fmt(a and a.get("plugin_only_s"), " s", 3),
+                    fmt(b and b.get("plugin_only_s"), " s", 3), a and a.get("api_requests"),
+                    b and b.get("api_requests")))
         w("")
         base = inv.get("startup_s")
         if base is not None:
@@ -266,14 +269,13 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         a = by.get(("llmops.gce_vllm.gce", big, "cold"))
         c = by.get(("llmops.gce_vllm.gce", big, "cached"))
         if big == 5000:
-            targets.append(("inventory 5,000 cold <= 2 s", a is not None and a["median_s"] <= 2.0,
-                            fmt(a and a["median_s"], " s", 2)))
-            targets.append(("inventory 5,000 cached <= 0.3 s", c is not None and c["median_s"] <= 0.3,
+            targets.append(("inventory 5,000 cold <= 2 s (whole ansible-inventory process)",
+                            a is not None and a["median_s"] <= 2.0, fmt(a and a["median_s"], " s", 2)))
+            targets.append(("inventory 5,000 cached <= 0.3 s (whole process)", c is not None and c["median_s"] <= 0.3,
                             fmt(c and c["median_s"], " s", 2)))
-            if c and c.get("plugin_only_s") is not None:
-                w("5,000 cached, plugin work only (inside the process, without interpreter start-up): %s." % fmt(
-                    c["plugin_only_s"], " s", 3))
-                w("")
+            targets.append(("inventory 5,000 cached <= 0.3 s (plugin work in-process; the process alone starts in "
+                            "%s)" % fmt(base, " s", 2), c is not None and c.get("plugin_only_s") is not None
+                            and c["plugin_only_s"] <= 0.3, fmt(c and c.get("plugin_only_s"), " s", 3)))
 
     if targets:
         w("## Targets (issue 4)")

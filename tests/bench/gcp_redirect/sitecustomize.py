@@ -6,6 +6,8 @@ Python imports this module at start-up; it rewrites the URL of every requests.Se
 starts with one of Google's Compute API bases to LLMOPS_BENCH_COMPUTE_API (the local server's
 .../compute/v1/ base). Nothing else changes: same requests/google-auth code path, same pagination.
 Requests to any other https host are refused, so a missed rewrite can never reach the internet.
+With LLMOPS_BENCH_COUNT_FILE set it also counts the process's requests (for both plugins; counting only,
+no redirect, when LLMOPS_BENCH_COMPUTE_API is unset).
 """
 
 import os
@@ -16,7 +18,7 @@ _BASES = (
     "https://compute.googleapis.com/compute/v1/",
 )
 
-if _TARGET:
+if _TARGET or os.environ.get("LLMOPS_BENCH_COUNT_FILE"):
     try:
         import requests
     except ImportError:  # pragma: no cover - the comparison venv always has requests
@@ -29,11 +31,11 @@ if _TARGET:
         def _redirected(self, method, url, *args, **kwargs):
             text = str(url)
             for base in _BASES:
-                if text.startswith(base):
+                if _TARGET and text.startswith(base):
                     text = _TARGET.rstrip("/") + "/" + text[len(base):]
                     break
             else:
-                if text.startswith("https://"):
+                if _TARGET and text.startswith("https://"):
                     raise RuntimeError("bench redirect: refusing a request outside the local API: " + text)
             _counter["requests"] += 1
             return _orig_request(self, method, text, *args, **kwargs)
