@@ -130,6 +130,10 @@ def test_exec_cli_and_copy_in(two_hosts, tmp_path):
     r = subprocess.run(CLI + ["exec", "--state", state_dir, name, "--", "sh", "-c", "exit 7"],
                        check=False)
     assert r.returncode == 7
+    env = dict(os.environ, PYTHONPATH="/controller/only", VIRTUAL_ENV="/controller/venv")
+    r = subprocess.run(CLI + ["exec", "--state", state_dir, name, "--", "env"], env=env,
+                       stdout=subprocess.PIPE, check=True)
+    assert b"/controller/" not in r.stdout and b"PATH=/usr/local/sbin:" in r.stdout
     r = subprocess.run(CLI + ["ip", "--state", state_dir, name], stdout=subprocess.PIPE,
                        check=True)
     assert r.stdout.decode().strip() == state["hosts"][0]["ip"]

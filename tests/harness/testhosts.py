@@ -479,7 +479,7 @@ def _wait_ready(h, deadline, abort=None):
         leader = leader_pid(h)
         if leader:
             p = subprocess.run(["nsenter", "-t", str(leader), "-a", "systemctl",
-                                "is-system-running"], stdout=subprocess.PIPE,
+                                "is-system-running"], env=_host_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, timeout=20, check=False)
             state = p.stdout.decode().strip()
             if state in ("running", "degraded") and _ssh_banner(h["ip"]):
@@ -728,6 +728,16 @@ def _gc_strays():
     return cleaned
 
 
+def _host_env():
+    """A clean environment for commands inside a host: nothing of the controller's (venv, PYTHONPATH,
+    ANSIBLE_*) leaks in."""
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "LANG": "C.UTF-8", "USER": "root", "LOGNAME": "root"}
+    if os.environ.get("TERM"):
+        env["TERM"] = os.environ["TERM"]
+    return env
+
+
 def _find_host(state_dir, name):
     state = load_state(os.path.abspath(state_dir))
     if not state:
@@ -750,6 +760,7 @@ def exec_in(state_dir, name, cmd, input=None, check=True, timeout=120):
     if not leader:
         raise HarnessError("host %s is not running" % name)
     proc = subprocess.run(["nsenter", "-t", str(leader), "-a"] + list(cmd), input=input,
+                          env=_host_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                           check=False)
     if check and proc.returncode != 0:
@@ -822,7 +833,7 @@ def main(argv=None):
             leader = leader_pid(h)
             if not leader:
                 raise HarnessError("host %s is not running" % a.host)
-            return subprocess.call(["nsenter", "-t", str(leader), "-a"] + cmd)
+            return subprocess.call(["nsenter", "-t", str(leader), "-a"] + cmd, env=_host_env())
     except HarnessError as exc:
         _log("ERROR: %s" % exc)
         return 2
