@@ -1,0 +1,189 @@
+"""Secrets never leak; both units are sandboxed (systemd-analyze security, next to the runbook's units).
+
+The secrets are this session's fresh random strings (conftest.secrets_), so a substring search is exact.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.reliability import lib
+
+# The runbook's units, verbatim (l4-vllm-guide.ko.md sections 3-4 and 4-4), for scoring next to ours.
+# Only User=$(whoami) is resolved, to the login user of the host (ansible here; ubuntu on the GCE image).
+RUNBOOK_VLLM = r"""[Unit]
+Description=vLLM Server (EXAONE 2.4B + LoRA)
+After=network.target
+
+[Service]
+Type=simple
+User=root
+WorkingDirectory=/app/vllm-server
+EnvironmentFile=/app/vllm-server/vllm.env
+Environment="PATH=/app/vllm-server/venv/bin:/usr/local/bin:/usr/bin:/bin"
+Environment="LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu"
+Environment="HF_HOME=/app/vllm-server/.cache/huggingface"
+Environment="TRANSFORMERS_CACHE=/app/vllm-server/.cache/huggingface"
+
+ExecStart=/app/vllm-server/venv/bin/vllm serve ${VLLM_MODEL} \
+    --host ${VLLM_HOST} \
+    --port ${VLLM_PORT} \
+    --api-key ${VLLM_API_KEY} \
+    --gpu-memory-utilization ${VLLM_GPU_MEMORY_UTILIZATION} \
+    --max-model-len ${VLLM_MAX_MODEL_LEN} \
+    --dtype ${VLLM_DTYPE} \
+    --trust-remote-code \
+    --enable-lora \
+    --lora-modules \
+      '{"name":"easycontract","path":"temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1"}' \
+      '{"name":"checklist","path":"imyj1013/exaone-qlora-checklist-adapter"}' \
+    --max-lora-rank ${VLLM_MAX_LORA_RANK}
+
+Restart=always
+RestartSec=10
+TimeoutStartSec=600
+LimitNOFILE=65536
+LimitNPROC=65536
+
+[Install]
+WantedBy=multi-user.target
+"""
+RUNBOOK_AI = """[Unit]
+Description=AI Server (FastAPI)
+After=network.target vllm.service
+Wants=vllm.service
+
+[Service]
+Type=simple
+User=ansible
+WorkingDirectory=/app/ai-server
+Environment="PATH=/app/ai-server/.venv/bin:/usr/local/bin:/usr/bin:/bin"
+ExecStart=/app/ai-server/.venv/bin/uvicorn main:app --host 0.0.0.0 --port 8000
+
+Restart=always
+RestartSec=5
+TimeoutStartSec=60
+
+[Install]
+WantedBy=multi-user.target
+"""
+EXPOSURE_RE = re.compile(r"Overall exposure level for (\S+): ([0-9.]+) (\w+)")
+ITEM_RE = re.compile(r"^✗\s+(\S+)\s+(.*?)\s+([0-9.]+)\s*$")
+
+
+def _found(text: str, secrets: dict) -> list:
+    return [k for k, v in secrets.items() if v in text]
+
+
+def test_no_secret_on_any_command_line_during_a_full_run(deployment, secrets_):
+    """Every process's /proc/PID/cmdline on this machine (controller and test host) was sampled every
+    50 ms while the first converge ran (conftest); the running services are checked here too."""
+    watch = deployment.first_watch
+    # now, with both services up: their whole process trees
+    pids = deployment.host.sh("systemctl show -p MainPID --value vllm ai-server").stdout.split()
+    hits = list(watch.hits)
+    for pid in pids:
+        out = deployment.host.sh("cat /proc/%s/cmdline | tr '\\0' ' '; echo; pgrep -a -P %s || true" % (pid, pid)).stdout
+        hits += [("service pid %s" % pid, k, "") for k in _found(out, secrets_)]
+    lib.record("secrets", where="command lines of every process (controller + test host) during the -vvv converge, "
+               "and of both services", how="%d samples of /proc/*/cmdline, %d distinct command lines"
+               % (watch.passes, len(watch.processes_seen)), found=len(hits))
+    assert watch.passes > 20, "the sampler barely ran"
+    assert not hits, "secrets on command lines: %s" % hits
+
+
+def test_no_secret_in_the_vvv_log_of_a_full_run(deployment, secrets_):
+    text = deployment.first_log.read_text(errors="replace")
+    found = _found(text, secrets_)
+    lib.record("secrets", where="`ansible-playbook -vvv` output of the first full converge",
+               how="substring search of %d KB of log" % (len(text) // 1024), found=len(found))
+    assert "TASK [llmops.gce_vllm.vllm_server : Write vllm.env" in text, "the -vvv log is not a full run"
+    assert not found, "secrets in the -vvv log: %s" % found
+
+
+def test_no_secret_in_check_diff_output_with_rotated_secrets(converged, secrets_):
+    """--check --diff with NEW secrets: the env files would change, so a diff is due; it must not show them."""
+    rotated = {"vllm_server_api_key": lib.new_secret("vk"), "ai_server_backend_internal_token": lib.new_secret("bt")}
+    lib.SECRETS.update({"rotated_" + k: v for k, v in rotated.items()})
+    res = converged.configure(rotated, args=["--check", "--diff", "-vvv"], name="check-diff")
+    found = _found(res.out, {**secrets_, **rotated})
+    lib.record("secrets", where="`--check --diff -vvv` output, with rotated secrets (so the env files differ)",
+               how="substring search (old and new secrets)", found=len(found))
+    assert res.rc == 0, res.tail()
+    assert res.changed() > 0, "check mode saw no change although the secrets were rotated"
+    assert not found, "secrets in --check --diff output: %s" % found
+
+
+def test_no_secret_in_files_other_users_can_read(converged, secrets_):
+    host = converged.host
+    patterns = "\n".join(secrets_.values()) + "\n"
+    # as an unprivileged user: whatever it can read anywhere on the host (directory permissions included)
+    as_nobody = host.sh("runuser -u nobody -- grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys "
+                        "--exclude-dir=dev || true", input=patterns, timeout=300).stdout.split()
+    # as root: every file holding a secret, with its mode: only the two env files may
+    as_root = host.sh("grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
+                      "| xargs -r stat -c '%n %a %U:%G' || true", input=patterns, timeout=300).stdout.splitlines()
+    lib.record("secrets", where="files on the test host readable by another user", how="`grep -r` over / as nobody",
+               found=len(as_nobody))
+    holders = sorted(as_root)
+    lib.RESULTS["notes"].append("files holding a secret on the host (as root): " + "; ".join(holders))
+    assert not as_nobody, "secrets readable by nobody: %s" % as_nobody
+    unexpected = [h for h in holders if h.split()[0] not in ("/app/vllm-server/vllm.env", "/app/ai-server/.env")]
+    assert not unexpected, "secrets in unexpected files: %s" % unexpected
+    assert {h.split()[0] for h in holders} == {"/app/vllm-server/vllm.env", "/app/ai-server/.env"}, holders
+    for h in holders:
+        assert h.split()[1] == "600", h
+
+
+def test_no_secret_in_results_and_report_files(converged, secrets_, workdir):
+    """verify.yml (the runbook's checklist, incl. the external checks from the controller) writes its report."""
+    results = workdir / "verify-results"
+    res = converged.configure({"gce_vllm_results_dir": str(results), "gce_public_ip": converged.host.address},
+                              playbook=lib.VERIFY, name="verify")
+    assert res.rc == 0, res.tail()
+    files = [p for p in results.rglob("*") if p.is_file()]
+    assert files, "verify.yml wrote no report under %s" % results
+    found = [(str(p), k) for p in files for k in _found(p.read_text(errors="replace"), secrets_)]
+    found += [("verify.yml output", k) for k in _found(res.out, secrets_)]
+    lib.record("secrets", where="verify.yml report files (%s) and its output" % ", ".join(sorted({p.suffix for p in files})),
+               how="substring search of %d files" % len(files), found=len(found))
+    assert not found, found
+
+
+def _score(host, unit):
+    out = host.sh("systemd-analyze security --no-pager %s" % unit, check=False).stdout
+    m = EXPOSURE_RE.search(out)
+    assert m, "no exposure level for %s:\n%s" % (unit, out[-2000:])
+    items = []
+    for line in out.splitlines():
+        im = ITEM_RE.match(line.strip())
+        if im and float(im.group(3)) >= 0.2:
+            items.append((float(im.group(3)), im.group(1)))
+    return float(m.group(2)), m.group(3), [n for _, n in sorted(items, reverse=True)]
+
+
+@pytest.fixture(scope="module")
+def runbook_units(converged):
+    host = converged.host
+    host.sh("mkdir -p /run/systemd/system && cat > /run/systemd/system/runbook-vllm.service", input=RUNBOOK_VLLM)
+    host.sh("cat > /run/systemd/system/runbook-ai-server.service", input=RUNBOOK_AI)
+    host.sh("systemctl daemon-reload")
+    yield {"vllm.service": "runbook-vllm.service", "ai-server.service": "runbook-ai-server.service"}
+    host.sh("rm -f /run/systemd/system/runbook-vllm.service /run/systemd/system/runbook-ai-server.service; "
+            "systemctl daemon-reload")
+
+
+@pytest.mark.parametrize("unit", ["vllm.service", "ai-server.service"])
+def test_units_are_sandboxed_ok_band_or_better(converged, runbook_units, unit):
+    host = converged.host
+    ours, band, remaining = _score(host, unit)
+    theirs, their_band, _ = _score(host, runbook_units[unit])
+    user = host.props(unit, "User")["User"]
+    version = host.sh("systemctl --version | head -n1").stdout.strip()
+    lib.record("hardening", unit=unit, ours=ours, ours_band=band, runbook=theirs, runbook_band=their_band,
+               user=user, remaining=remaining, systemd=version)
+    assert user and user != "root", "%s runs as root" % unit
+    assert band in ("SAFE", "OK"), "%s scores %s %s; remaining: %s" % (unit, ours, band, remaining)
+    assert ours < theirs
