@@ -37,11 +37,13 @@ unit: venv
 
 # the test-host harness itself: real systemd-nspawn hosts, nothing left behind
 harness: venv hostdeps
+	@python3 tests/harness/testhosts.py gc
 	$(PYTEST) tests/harness
 
 # the three roles on a real systemd test host: converge, idempotence (changed=0), testinfra verify
 molecule: venv hostdeps
-	molecule test --all
+	@python3 tests/harness/testhosts.py gc
+	d=$$(mktemp -d /tmp/llmops-molecule.XXXXXX); rc=0; MOLECULE_EPHEMERAL_DIRECTORY=$$d molecule test --all || rc=$$?; rm -rf $$d; exit $$rc
 
 # role bad inputs on a real host; site.yml end to end against the local Compute API (+ idempotence, teardown)
 integration: venv hostdeps
