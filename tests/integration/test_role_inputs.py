@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,19 @@ def test_lora_modules_reach_vllm_as_one_json_argument_each(converged):
     i = argv.index("--lora-modules") + 1
     assert [json.loads(a) for a in argv[i:i + 2]] == adapters
     assert argv[i + 2] == "--max-lora-rank"
+
+
+def test_ai_server_from_an_archive_with_pip(converged, tmp_path):
+    """The other app source and venv tool: an archive from the controller, venv by pip; idempotent."""
+    archive = tmp_path / "ai-server.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("main.py", "requirements.txt"):
+            tar.add(ROOT / "examples" / "ai-server" / name, arcname=name)
+    extra = {"ai_server_app_source_type": "archive", "ai_server_app_source": str(archive), "ai_server_venv_tool": "pip"}
+    res = _playbook(converged, CONVERGE, extra)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert _sh(converged, "cat /app/ai-server/.venv/.llmops-requirements").startswith("pip ")
+    status = _sh(converged, "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8000/health\").status)'")
+    assert status.strip() == "200"
+    again = _playbook(converged, CONVERGE, extra)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]

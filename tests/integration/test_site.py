@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -131,27 +132,46 @@ def _run_provision(extra_vars, endpoint, tmp_path):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def _endpoint(recorder, case):
+    """Each case gets its own path prefix on the recording server, so requests are attributed to it."""
+    return "http://127.0.0.1:%d/%s/compute/v1/" % (recorder.server_address[1], case)
+
+
+def _requests_of(case):
+    return [r for r in _Recorder.requests if r[1].startswith("/%s/" % case)]
+
+
+@pytest.fixture(scope="module")
+def provision_runs(recorder, files, tmp_path_factory):
+    """Runs provision.yml once per bad input (and once with the good input), three at a time."""
+    cases = [(c, o) for c, o, _ in BAD_INPUTS] + [("good-input", {})]
+
+    def one(case, overrides):
+        extra = dict(GOOD_INPUT)
+        extra.update({k: (v.format(d=files) if isinstance(v, str) else v) for k, v in overrides.items()})
+        return case, _run_provision(extra, _endpoint(recorder, case), tmp_path_factory.mktemp(case))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(lambda c: one(*c), cases))
+
+
 @pytest.mark.parametrize("case,overrides,expected", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_provision_refuses_bad_input(case, overrides, expected, recorder, files, tmp_path):
-    endpoint = "http://127.0.0.1:%d/compute/v1/" % recorder.server_address[1]
-    extra = dict(GOOD_INPUT)
-    extra.update({k: (v.format(d=files) if isinstance(v, str) else v) for k, v in overrides.items()})
-    before = len(_Recorder.requests)
-    rc, out = _run_provision(extra, endpoint, tmp_path)
+def test_provision_refuses_bad_input(case, overrides, expected, provision_runs):
+    rc, out = provision_runs[case]
     flat = " ".join(out.split())
     assert rc != 0, "%s: provision.yml accepted the bad input:\n%s" % (case, out[-3000:])
     assert " ".join(expected.split()) in flat, "%s: message does not say %r:\n%s" % (case, expected, out[-3000:])
-    assert len(_Recorder.requests) == before, "%s: the Compute API was called: %s" % (case, _Recorder.requests[before:])
+    assert "TASK [Firewall rule" not in out and "TASK [Preflight" not in out, "%s: got past validation" % case
+    assert _requests_of(case) == [], "%s: the Compute API was called: %s" % (case, _requests_of(case))
 
 
-def test_provision_good_input_reaches_the_api(recorder, tmp_path):
+def test_provision_good_input_reaches_the_api(provision_runs):
     """Positive control: with good input the validation passes and the first API call is made
     (the recording server answers 500, so the play then fails, but only after calling it)."""
-    endpoint = "http://127.0.0.1:%d/compute/v1/" % recorder.server_address[1]
-    before = len(_Recorder.requests)
-    rc, out = _run_provision(dict(GOOD_INPUT), endpoint, tmp_path)
+    rc, out = provision_runs["good-input"]
     assert rc != 0
-    assert len(_Recorder.requests) > before, "validation did not let good input through:\n%s" % out[-3000:]
+    assert "TASK [Preflight" in out
+    assert _requests_of("good-input"), "validation did not let good input through:\n%s" % out[-3000:]
 
 
 # --------------------------------------------------------------------------------------------------
