@@ -61,8 +61,12 @@ class _Recorder(BaseHTTPRequestHandler):
 
     def _any(self):
         type(self).requests.append((self.command, self.path))
-        self.send_response(500)
+        body = json.dumps({"error": {"code": 403, "message": "recording stand-in: no API here", "status": "PERMISSION_DENIED"}})
+        self.send_response(403)  # not retried by the client: the play fails right after the first call
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body.encode())
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 
@@ -167,7 +171,7 @@ def test_provision_refuses_bad_input(case, overrides, expected, provision_runs):
 
 def test_provision_good_input_reaches_the_api(provision_runs):
     """Positive control: with good input the validation passes and the first API call is made
-    (the recording server answers 500, so the play then fails, but only after calling it)."""
+    (the recording server answers 403, so the play then fails, but only after calling it)."""
     rc, out = provision_runs["good-input"]
     assert rc != 0
     assert "TASK [Preflight" in out
