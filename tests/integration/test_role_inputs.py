@@ -100,7 +100,7 @@ def testhost(tmp_path_factory):
         wheel_dir = tmp_path_factory.mktemp("wheel")
         subprocess.run([sys.executable, str(STANDIN / "build_wheel.py"), str(wheel_dir)], check=True,
                        capture_output=True)
-        th.copy_in(str(state), name, str(next(wheel_dir.glob("*.whl"))), WHEEL)
+        th.copy_in(str(state), name, str(sorted(wheel_dir.glob("*.whl"))[0]), WHEEL)
         th.copy_in(str(state), name, str(STANDIN / "nvidia-smi"), "/usr/bin/nvidia-smi", mode="0755")
         th.exec_in(str(state), name, ["touch", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"])
         yield host
@@ -125,7 +125,7 @@ def _playbook(host, playbook, extra: dict) -> subprocess.CompletedProcess:
     varfile.write_text(json.dumps({**GOOD, **extra}))
     cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(host["inventory"]),
            "-e", f"@{varfile}", str(playbook)]
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ Secrets are never passed on a command line here either: scripts that need the ke
 host from vllm.env themselves; checks from the controller read it through the ansible backend.
 """
 
+import base64
 import json
 import re
 import urllib.error
@@ -64,10 +65,9 @@ def _env(host, path):
     values = {}
     for line in content.splitlines():
         if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
+            key, _sep, value = line.partition("=")
             values[key] = value.strip('"')
     return values
-
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +185,6 @@ def test_vllm_process_arguments(host):
     assert pid.isdigit() and int(pid) > 0
     with host.sudo():
         raw = host.check_output(f"cat /proc/{pid}/cmdline | base64 -w0")
-    import base64
-
     argv = base64.b64decode(raw).decode().split("\0")[:-1]
     assert "--api-key" not in argv
     assert argv[argv.index("serve") + 1] == BASE_MODEL
@@ -216,9 +214,9 @@ def test_secrets_absent_from_process_arguments_and_journal(host):
 
 
 def test_models_listed_with_key_and_401_without(address, api_key):
-    status, _ = _get(f"http://{address}:8001/v1/models")
+    status, _body = _get(f"http://{address}:8001/v1/models")
     assert status == 401
-    status, _ = _get(f"http://{address}:8001/v1/models", {"Authorization": "Bearer wrong-key-123"})
+    status, _body = _get(f"http://{address}:8001/v1/models", {"Authorization": "Bearer wrong-key-123"})
     assert status == 401
     status, body = _get(f"http://{address}:8001/v1/models", {"Authorization": f"Bearer {api_key}"})
     assert status == 200
@@ -232,7 +230,7 @@ def test_models_listed_with_key_and_401_without(address, api_key):
 
 
 def test_vllm_health(address):
-    status, _ = _get(f"http://{address}:8001/health")
+    status, _body = _get(f"http://{address}:8001/health")
     assert status == 200
 
 
