@@ -4,6 +4,7 @@ test_demo_end_to_end runs scripts/demo itself (a real systemd test host, the loc
 stand-in) with secrets chosen here, and checks from the outside what the demo claims:
   - the first site.yml run succeeds and its checklist report passed every check;
   - the second site.yml run reports changed=0 for every host;
+  - stop.yml takes the VM out of the (RUNNING-only) inventory, start.yml brings both services back;
   - the second teardown.yml run reports changed=0, and the local Compute API is empty afterwards;
   - none of the secrets appears in the report files or in any log of the run;
   - nothing is left behind (no harness state, no API process).
@@ -218,6 +219,9 @@ def test_demo_end_to_end(tmp_path):
     assert any(c > 0 for _, c, _, _ in first.values()), "the first run changed nothing: it did not provision"
     second = _recap((logdir / "site-2.log").read_text())
     assert second and all(c == 0 for _, c, _, _ in second.values()), "second site.yml run: %s" % second
+    assert "RUNNING instances in group ai_server after stop: 0" in out
+    started = _recap((logdir / "start.log").read_text())
+    assert started and all(f == 0 and u == 0 for _, _, u, f in started.values()), "start.yml: %s" % started
     teardown2 = _recap((logdir / "teardown-2.log").read_text())
     assert teardown2 and all(c == 0 for _, c, _, _ in teardown2.values()), "second teardown run: %s" % teardown2
     assert "instances: none, firewall rules: none" in out
