@@ -117,9 +117,14 @@ class Deployment:
             "vllm_server_health_timeout": 60,
         }
         self.good_file = workdir / "good-vars.yml"   # like a vault file: 0600, never on a command line
+        self._n = 0
+        self.set_good()
+
+    def set_good(self, **changes):
+        """Change the deployment's desired state (what every later run applies)."""
+        self.good.update(changes)
         self.good_file.write_text(yaml.safe_dump(self.good))
         self.good_file.chmod(0o600)
-        self._n = 0
 
     def _cmd(self, playbook, extra, args):
         self._n += 1

@@ -188,8 +188,8 @@ class TestHost:
         """Run a shell script as root inside the host (the harness's exec_in: nsenter)."""
         from tests.harness import testhosts
 
-        proc = testhosts.exec_in(str(self.state), self.name, ["sh", "-c", script], check=False, timeout=timeout,
-                                  input=input.encode() if input is not None else None)
+        data = input.encode() if input is not None else None
+        proc = testhosts.exec_in(str(self.state), self.name, ["sh", "-c", script], check=False, timeout=timeout, input=data)
         res = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
                                           proc.stderr.decode(errors="replace"))
         if check and res.returncode != 0:

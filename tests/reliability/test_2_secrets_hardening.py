@@ -161,12 +161,12 @@ def _score(host, unit):
         im = ITEM_RE.match(line.strip())
         if im and float(im.group(3)) >= 0.2:
             items.append((float(im.group(3)), im.group(1)))
-    return float(m.group(2)), m.group(3), [n for _, n in sorted(items, reverse=True)]
+    return float(m.group(2)), m.group(3), [item[1] for item in sorted(items, reverse=True)]
 
 
 @pytest.fixture(scope="module")
-def runbook_units(converged):
-    host = converged.host
+def runbook_units(deployment):
+    host = deployment.host
     host.sh("mkdir -p /run/systemd/system && cat > /run/systemd/system/runbook-vllm.service", input=RUNBOOK_VLLM)
     host.sh("cat > /run/systemd/system/runbook-ai-server.service", input=RUNBOOK_AI)
     host.sh("systemctl daemon-reload")
@@ -179,7 +179,7 @@ def runbook_units(converged):
 def test_units_are_sandboxed_ok_band_or_better(converged, runbook_units, unit):
     host = converged.host
     ours, band, remaining = _score(host, unit)
-    theirs, their_band, _ = _score(host, runbook_units[unit])
+    theirs, their_band = _score(host, runbook_units[unit])[:2]
     user = host.props(unit, "User")["User"]
     version = host.sh("systemctl --version | head -n1").stdout.strip()
     lib.record("hardening", unit=unit, ours=ours, ours_band=band, runbook=theirs, runbook_band=their_band,

@@ -1,6 +1,7 @@
-"""Faults on the host: slow and crash-looping vLLM, processes killed while serving, a controller killed
-mid-converge, and drift. Each test breaks the converged deployment on purpose; the `converged` fixture
-checks (and if need be restores) health before the next one.
+"""Faults on the host: processes killed while serving, slow and crash-looping vLLM, a controller killed
+mid-converge, and drift. Each test breaks the deployment on purpose; the `converged` fixture checks (and
+if need be restores) health before a test that needs it. The order saves converge runs: each run that
+injects a fault also repairs the fault of the test before it.
 """
 
 from __future__ import annotations
@@ -51,40 +52,6 @@ def _models(host, key):
         return json.load(r)["data"]
 
 
-def test_vllm_slower_than_the_timeout_fails_with_its_journal(converged):
-    extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "40"}, "vllm_server_health_timeout": 5}
-    res = converged.configure(extra, name="slow-vllm")
-    journal = "vLLM API server version" in res.out and "non-default args" in res.out
-    said = "did not become healthy within 5" in res.flat and "journal lines" in res.out
-    lib.record("faults", fault="vLLM slower than the health timeout", injected="VLLM_STANDIN_STARTUP_DELAY=40 s, "
-               "vllm_server_health_timeout=5", expected="play fails with the unit's last journal lines",
-               observed="rc=%d after %.0f s; timeout named: %s; vLLM's own log lines in the failure: %s"
-               % (res.rc, res.seconds, said, journal), survived=res.rc != 0 and said and journal)
-    assert res.rc != 0, res.tail()
-    assert said, res.tail()
-    assert journal, "the failure does not carry vLLM's journal:\n" + res.tail()
-
-
-def test_crash_looping_vllm_is_never_reported_healthy(converged):
-    extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "3", "VLLM_STANDIN_CRASH": "1"},
-             "vllm_server_health_timeout": 14}
-    with HealthProbe(converged.host.url(8001, "/health")) as probe:
-        res = converged.configure(extra, name="crash-loop")
-    m = re.search(r"NRestarts=(\d+)", res.out)
-    restarts = int(m.group(1)) if m else 0
-    oom = "CUDA out of memory" in res.out
-    ok = res.rc != 0 and probe.ok == 0 and "is not serving" in res.out and oom
-    lib.record("faults", fault="vLLM crash-looping (dies 1 s after start)", injected="VLLM_STANDIN_CRASH=1",
-               expected="never reported healthy; the failure says so",
-               observed="rc=%d; /health answered 200 %d times in %d probes; failure shows NRestarts=%d and the "
-                        "crash (CUDA OOM) from the journal: %s" % (res.rc, probe.ok, probe.polls, restarts, oom),
-               survived=ok)
-    assert res.rc != 0, res.tail()
-    assert probe.ok == 0
-    assert "is not serving" in res.out and oom, res.tail()
-    assert restarts >= 1, "the failure does not show systemd restarting it:\n" + res.tail()
-
-
 def _kill_and_recover(dep, unit, port):
     host = dep.host
     before = host.props(unit, "MainPID", "NRestarts")
@@ -104,8 +71,8 @@ def test_vllm_killed_while_serving_is_restarted_by_systemd(converged, secrets_):
     ok = elapsed is not None and after["MainPID"] != before["MainPID"] and len(served) == 3
     lib.record("faults", fault="vLLM process SIGKILLed while serving", injected="kill -KILL MainPID",
                expected="systemd restarts it (Restart=always, RestartSec=10); healthy again",
-               observed="new MainPID, NRestarts %s -> %s; /v1/models lists %s" % (before["NRestarts"], after["NRestarts"],
-                                                                                ", ".join(served)),
+               observed="new MainPID, NRestarts %s -> %s; /v1/models lists %s"
+                        % (before["NRestarts"], after["NRestarts"], ", ".join(served)),
                survived=ok, recovery_s=elapsed, figure="%.1f s to healthy (RestartSec 10 s + 2 s start)" % (elapsed or -1))
     assert elapsed is not None, "vLLM did not come back within 60 s"
     assert ok, (before, after, served)
@@ -121,12 +88,49 @@ def test_ai_server_killed_while_serving_is_restarted_by_systemd(converged):
     assert ok, (before, after, elapsed)
 
 
+def test_vllm_slower_than_the_timeout_fails_with_its_journal(converged):
+    extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "40"}, "vllm_server_health_timeout": 5}
+    res = converged.configure(extra, name="slow-vllm")
+    journal = "vLLM API server version" in res.out and "non-default args" in res.out
+    said = "did not become healthy within 5" in res.flat and "journal lines" in res.out
+    lib.record("faults", fault="vLLM slower than the health timeout", injected="VLLM_STANDIN_STARTUP_DELAY=40 s, "
+               "vllm_server_health_timeout=5", expected="play fails with the unit's last journal lines",
+               observed="rc=%d after %.0f s; timeout named: %s; vLLM's own log lines in the failure: %s"
+               % (res.rc, res.seconds, said, journal), survived=res.rc != 0 and said and journal)
+    assert res.rc != 0, res.tail()
+    assert said, res.tail()
+    assert journal, "the failure does not carry vLLM's journal:\n" + res.tail()
+
+
+def test_crash_looping_vllm_is_never_reported_healthy(deployment):
+    converged = deployment   # any starting state will do: this run rewrites vllm.env and restarts vLLM
+    extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "3", "VLLM_STANDIN_CRASH": "1"},
+             "vllm_server_health_timeout": 14}
+    with HealthProbe(converged.host.url(8001, "/health")) as probe:
+        res = converged.configure(extra, name="crash-loop")
+    m = re.search(r"NRestarts=(\d+)", res.out)
+    restarts = int(m.group(1)) if m else 0
+    oom = "CUDA out of memory" in res.out
+    ok = res.rc != 0 and probe.ok == 0 and "is not serving" in res.out and oom
+    lib.record("faults", fault="vLLM crash-looping (dies 1 s after start)", injected="VLLM_STANDIN_CRASH=1",
+               expected="never reported healthy; the failure says so",
+               observed="rc=%d; /health answered 200 %d times in %d probes; failure shows NRestarts=%d and the "
+                        "crash (CUDA OOM) from the journal: %s" % (res.rc, probe.ok, probe.polls, restarts, oom),
+               survived=ok)
+    assert res.rc != 0, res.tail()
+    assert probe.ok == 0
+    assert "is not serving" in res.out and oom, res.tail()
+    assert restarts >= 1, "the failure does not show systemd restarting it:\n" + res.tail()
+
+
 LEFTOVERS = ("find /app /etc/systemd/system -xdev \\( -name '.ansible_tmp*' -o -name '*.tmp' -o -name '.#*' \\) "
              "-print 2>/dev/null")
 
 
-def test_converge_killed_during_the_vllm_install_converges_next_run(converged):
-    """SIGKILL of ansible-playbook (and its ssh) while pip installs vLLM; the next run must finish the job."""
+def test_converge_killed_during_the_vllm_install_converges_next_run(deployment):
+    """SIGKILL of ansible-playbook (and its ssh) while pip installs vLLM; the next run must finish the job
+    (it also repairs the crash loop left by the test before: any starting state will do)."""
+    converged = deployment
     host = converged.host
     spec = "file://" + lib.STANDIN_WHEEL_ON_HOST   # a new spec: the role must (re)install
     extra = {"vllm_server_pip_spec": spec, "vllm_server_pip_extra_args": ["--force-reinstall", "--no-deps"]}
@@ -150,8 +154,7 @@ def test_converge_killed_during_the_vllm_install_converges_next_run(converged):
     assert marker == spec and works.returncode == 0, (marker, works.stdout, works.stderr)
     assert not leftovers, leftovers
     assert healthy
-    # back to the session's spec (a reinstall again), so later tests see the usual deployment
-    assert converged.configure(name="restore-spec").rc == 0
+    converged.set_good(vllm_server_pip_spec=spec)   # the desired state from now on (no reinstall back)
 
 
 def test_converge_killed_during_the_unit_change_converges_next_run(converged, secrets_):
@@ -179,14 +182,12 @@ def test_converge_killed_during_the_unit_change_converges_next_run(converged, se
                observed="unit after the kill complete: %s; temp files: %d; next run rc=%d; NeedDaemonReload=%s; "
                         "running max_model_len=%s" % (whole, len(leftovers), res.rc, reload_due, running_len),
                survived=ok)
-    try:
-        assert whole, "half-written unit:\n" + mid
-        assert not leftovers, leftovers
-        assert res.rc == 0, res.tail()
-        assert reload_due == "no", "the next run left systemd with a stale unit (NeedDaemonReload=yes)"
-        assert running_len == 4096, "the running vLLM still serves max_model_len=%s: the restart was lost" % running_len
-    finally:
-        converged.configure(name="restore-unit")
+    converged.set_good(**extra)   # the desired state from now on
+    assert whole, "half-written unit:\n" + mid
+    assert not leftovers, leftovers
+    assert res.rc == 0, res.tail()
+    assert reload_due == "no", "the next run left systemd with a stale unit (NeedDaemonReload=yes)"
+    assert running_len == 4096, "the running vLLM still serves max_model_len=%s: the restart was lost" % running_len
 
 
 def test_drift_env_file_edited_by_hand(converged):
@@ -209,7 +210,7 @@ def test_drift_env_file_edited_by_hand(converged):
 
 def test_drift_service_stopped(converged):
     host = converged.host
-    v0, _ = _pids(host)
+    v0 = host.main_pid(VLLM)
     host.sh("systemctl stop ai-server")
     res = converged.configure(name="drift-stopped")
     v1, a1 = _pids(host)
