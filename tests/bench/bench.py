@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import socket
@@ -119,12 +120,16 @@ def run_configure(ctx: Ctx, inventory: Path, tag: str, extra_env: dict | None = 
     events = ctx.logs / (tag + "-events.json")
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "configure.yml"),
            "-e", "@" + str(ctx.extra_vars)]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     _, secs, _ = bl.run(cmd, env=ctx.ansible_env(events, extra_env), log_to=ctx.logs / (tag + ".log"), timeout=1800)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     data = json.loads(events.read_text(encoding="utf-8"))
     changed = {h: s.get("changed", 0) for h, s in data["stats"].items()}
     tasks = [e for e in data["events"] if e["status"] != "skipped"]
     slow = sorted(tasks, key=lambda e: e["end"] - e["start"], reverse=True)[:8]
-    return {"wall_s": round(secs, 3), "changed": changed,
+    return {"wall_s": round(secs, 3), "controller_cpu_s": round(cpu, 2), "changed": changed,
+            "tasks_run": len(tasks), "loadavg_1m": round(os.getloadavg()[0], 2),
             "changed_tasks": sorted({e["task"] for e in data["events"] if e["changed"]}),
             "failed": sum(s.get("failures", 0) + s.get("unreachable", 0) for s in data["stats"].values()),
             "slowest_tasks": [{"task": e["task"], "host": e["host"], "s": round(e["end"] - e["start"], 3)}
@@ -182,11 +187,13 @@ def stage_single(ctx: Ctx) -> dict:
                 second = second_run_measured(ctx, [h_cf], lambda: run_configure(ctx, inv, "single%d-configure-2" % i))
                 bl.log("configure 2nd run %.1fs, changed %s, downtime %.2fs, restarts %d" % (
                     second["wall_s"], second["changed"], second["max_downtime_s"], second["restarts_total"]))
-                plain = run_configure(ctx, inv, "single%d-configure-3-nopipelining" % i, {
-                    "ANSIBLE_PIPELINING": "False",
-                    "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o PreferredAuthentications=publickey"})
-                bl.log("configure 2nd run without pipelining/ControlPersist %.1fs" % plain["wall_s"])
-                rep["configure"] = {"first": first, "second": second, "second_no_pipelining": plain}
+                rep["configure"] = {"first": first, "second": second}
+                if i == 0:  # what pipelining + ControlPersist (ansible.cfg) buy: once, it is slow
+                    plain = run_configure(ctx, inv, "single%d-configure-3-nopipelining" % i, {
+                        "ANSIBLE_PIPELINING": "False",
+                        "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o PreferredAuthentications=publickey"})
+                    bl.log("configure 2nd run without pipelining/ControlPersist %.1fs" % plain["wall_s"])
+                    rep["configure"]["second_no_pipelining"] = plain
             reps.append(rep)
     return summarize_single(reps)
 
@@ -232,24 +239,40 @@ def summarize_single(reps: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- stage 3
-def stage_fleet(ctx: Ctx) -> dict:
+def stage_fleet(ctx: Ctx, single: dict | None) -> dict:
+    """1st run: the largest N fresh hosts at once (1 host: the single stage of this same bench run, whose
+    fresh-host 1st runs are exactly that). 2nd runs: every N (a --limit'ed subset of the same configured hosts),
+    probed for downtime."""
+    sizes = sorted(set(ctx.args.fleet))
+    big = max(sizes)
     out = {}
-    for n in ctx.args.fleet:
-        bl.log("fleet of %d host(s)" % n)
-        with bl.Hosts(ctx.workdir / ("fleet%d" % n), n, "bfleet%d" % n) as hosts:
-            prepare_hosts(ctx, hosts, "fleet%d" % n)
-            first = run_configure(ctx, hosts.inventory, "fleet%d-configure-1" % n)
-            bl.log("fleet %d: 1st run %.1fs" % (n, first["wall_s"]))
-            second = second_run_measured(ctx, hosts.hosts, lambda: run_configure(ctx, hosts.inventory,
-                                                                                  "fleet%d-configure-2" % n))
+    reps = (single or {}).get("repeats") or []
+    one_first = [r["configure"]["first"]["wall_s"] for r in reps if r.get("configure")]
+    bl.log("fleet: %d hosts" % big)
+    with bl.Hosts(ctx.workdir / "fleet", big, "bfleet") as hosts:
+        prepare_hosts(ctx, hosts, "fleet")
+        first = run_configure(ctx, hosts.inventory, "fleet%d-configure-1" % big)
+        bl.log("fleet %d: 1st run %.1fs, failed %s" % (big, first["wall_s"], first["failed"]))
+        for n in sizes:
+            chosen = hosts.hosts[:n]
+            inv = hosts.state_dir / ("fleet%d.yml" % n)
+            write_inventory(hosts, chosen, inv)
+            second = second_run_measured(ctx, chosen, lambda: run_configure(ctx, inv, "fleet%d-configure-2" % n))
             bl.log("fleet %d: 2nd run %.1fs, changed %s, downtime %.2fs" % (
                 n, second["wall_s"], second["changed"], second["max_downtime_s"]))
-            out[str(n)] = {"first": first, "second": second}
+            row = {"second": second}
+            if n == big:
+                row["first"] = first
+            elif n == 1 and one_first:
+                row["first"] = {"wall_s": bl.median(one_first), "from": "single stage (median of fresh hosts)"}
+            out[str(n)] = row
     if "1" in out:
-        base1, base2 = out["1"]["first"]["wall_s"], out["1"]["second"]["wall_s"]
-        for n, r in out.items():
-            r["first_ratio_to_1"] = round(r["first"]["wall_s"] / base1, 3)
+        base2 = out["1"]["second"]["wall_s"]
+        base1 = out["1"].get("first", {}).get("wall_s")
+        for r in out.values():
             r["second_ratio_to_1"] = round(r["second"]["wall_s"] / base2, 3)
+            if base1 and r.get("first"):
+                r["first_ratio_to_1"] = round(r["first"]["wall_s"] / base1, 3)
     return out
 
 
@@ -380,7 +403,7 @@ def stage_inventory(ctx: Ctx) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="runbook,configure,fleet,health,inventory")
-    ap.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")))
+    ap.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "2")))
     ap.add_argument("--health-repeats", type=int, default=int(os.environ.get("BENCH_HEALTH_REPEATS", "7")))
     ap.add_argument("--inventory-repeats", type=int, default=int(os.environ.get("BENCH_INVENTORY_REPEATS", "3")))
     ap.add_argument("--fleet", default=os.environ.get("BENCH_FLEET", "1,2,4"))
@@ -408,7 +431,7 @@ def main() -> int:
         if "inventory" in ctx.stages:
             cur["stages"]["inventory"] = stage_inventory(ctx)
         if "fleet" in ctx.stages:
-            cur["stages"]["fleet"] = stage_fleet(ctx)
+            cur["stages"]["fleet"] = stage_fleet(ctx, cur["stages"].get("single"))
     finally:
         cur["bench_wall_s"] = round(time.monotonic() - t0, 1)
         # keep earlier stages that this run did not repeat (so a partial run updates only what it measured)
@@ -445,7 +468,7 @@ def headline(cur: dict) -> dict:
         h["models_median_s"] = s["health"].get("vllm_models_median_s")
     if "fleet" in s:
         for n, r in s["fleet"].items():
-            h["fleet%s_first_s" % n] = r["first"]["wall_s"]
+            h["fleet%s_first_s" % n] = (r.get("first") or {}).get("wall_s")
             h["fleet%s_second_s" % n] = r["second"]["wall_s"]
     if "inventory" in s:
         for row in s["inventory"].get("rows", []):

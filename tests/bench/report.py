@@ -62,7 +62,8 @@ def plot(latest: dict, png: Path) -> None:
     fleet = st.get("fleet", {})
     if fleet:
         ns = sorted(fleet, key=int)
-        ax.plot([int(n) for n in ns], [fleet[n]["first"]["wall_s"] for n in ns], "o-", label="1st run")
+        fn = [n for n in ns if fleet[n].get("first")]
+        ax.plot([int(n) for n in fn], [fleet[n]["first"]["wall_s"] for n in fn], "o-", label="1st run (fresh hosts)")
         ax.plot([int(n) for n in ns], [fleet[n]["second"]["wall_s"] for n in ns], "s-", label="2nd run")
         ax.set_xticks([int(n) for n in ns])
         ax.legend()
@@ -193,14 +194,18 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
 
     fleet = st.get("fleet", {})
     if fleet:
-        w("## 3. Fleet: the configure playbook on N test hosts at once (one run each)")
+        w("## 3. Fleet: the configure playbook on N test hosts at once")
+        w("")
+        w("1st run: the largest N fresh hosts at once; for 1 host the fresh-host 1st runs of section 1-2 (same bench "
+          "run). 2nd runs: each N on the same configured hosts (`--limit`-style subsets), probed for downtime.")
         w("")
         w("| hosts | 1st run | 2nd run | 2nd run / 1 host | 2nd run changed | restarts | worst downtime |")
         w("|---|---|---|---|---|---|---|")
         for n in sorted(fleet, key=int):
             r = fleet[n]
             w("| %s | %s | %s | %s | %s | %s | %s |" % (
-                n, fmt(r["first"]["wall_s"]), fmt(r["second"]["wall_s"]), fmt(r.get("second_ratio_to_1"), "x", 2),
+                n, fmt((r.get("first") or {}).get("wall_s")), fmt(r["second"]["wall_s"]),
+                fmt(r.get("second_ratio_to_1"), "x", 2),
                 sum(r["second"]["changed"].values()), r["second"]["restarts_total"],
                 fmt(r["second"]["max_downtime_s"], " s", 2)))
         w("")
