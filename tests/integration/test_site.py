@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +148,7 @@ def _requests_of(case):
 @pytest.fixture(scope="module")
 def provision_runs(recorder, files, tmp_path_factory):
     """Runs provision.yml once per bad input (and once with the good input), three at a time."""
-    cases = [(c, o) for c, o, _ in BAD_INPUTS] + [("good-input", {})]
+    cases = [(case[0], case[1]) for case in BAD_INPUTS] + [("good-input", {})]
 
     def one(case, overrides):
         extra = dict(GOOD_INPUT)
@@ -215,15 +214,15 @@ def test_demo_end_to_end(tmp_path):
     logdir = logs[0]
 
     first = _recap((logdir / "site-1.log").read_text())
-    assert first and all(f == 0 and u == 0 for _, _, u, f in first.values()), first
-    assert any(c > 0 for _, c, _, _ in first.values()), "the first run changed nothing: it did not provision"
+    assert first and all(r[3] == 0 and r[2] == 0 for r in first.values()), first
+    assert any(r[1] > 0 for r in first.values()), "the first run changed nothing: it did not provision"
     second = _recap((logdir / "site-2.log").read_text())
-    assert second and all(c == 0 for _, c, _, _ in second.values()), "second site.yml run: %s" % second
+    assert second and all(r[1] == 0 for r in second.values()), "second site.yml run: %s" % second
     assert "RUNNING instances in group ai_server after stop: 0" in out
     started = _recap((logdir / "start.log").read_text())
-    assert started and all(f == 0 and u == 0 for _, _, u, f in started.values()), "start.yml: %s" % started
+    assert started and all(r[3] == 0 and r[2] == 0 for r in started.values()), "start.yml: %s" % started
     teardown2 = _recap((logdir / "teardown-2.log").read_text())
-    assert teardown2 and all(c == 0 for _, c, _, _ in teardown2.values()), "second teardown run: %s" % teardown2
+    assert teardown2 and all(r[1] == 0 for r in teardown2.values()), "second teardown run: %s" % teardown2
     assert "instances: none, firewall rules: none" in out
 
     report = json.loads((logdir / "report.json").read_text())
