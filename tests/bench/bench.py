@@ -121,7 +121,9 @@ def run_configure(ctx: Ctx, inventory: Path, tag: str, extra_env: dict | None = 
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "configure.yml"),
            "-e", "@" + str(ctx.extra_vars)]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m0 = bl.cpu_times()
     _, secs, _ = bl.run(cmd, env=ctx.ansible_env(events, extra_env), log_to=ctx.logs / (tag + ".log"), timeout=1800)
+    m1 = bl.cpu_times()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     data = json.loads(events.read_text(encoding="utf-8"))
@@ -130,6 +132,7 @@ def run_configure(ctx: Ctx, inventory: Path, tag: str, extra_env: dict | None = 
     slow = sorted(tasks, key=lambda e: e["end"] - e["start"], reverse=True)[:8]
     return {"wall_s": round(secs, 3), "controller_cpu_s": round(cpu, 2), "changed": changed,
             "tasks_run": len(tasks), "loadavg_1m": round(os.getloadavg()[0], 2),
+            "machine_cpu_busy": round((m1[0] - m0[0]) / max(1.0, m1[1] - m0[1]), 3),
             "changed_tasks": sorted({e["task"] for e in data["events"] if e["changed"]}),
             "failed": sum(s.get("failures", 0) + s.get("unreachable", 0) for s in data["stats"].values()),
             "slowest_tasks": [{"task": e["task"], "host": e["host"], "s": round(e["end"] - e["start"], 3)}
@@ -228,6 +231,8 @@ def summarize_single(reps: list[dict]) -> dict:
             out[kind]["first_changed"] = bl.median([sum(c.values()) for c in col(kind, "first", "changed") if c])
             out[kind]["second_changed"] = bl.median([sum(c.values()) for c in col(kind, "second", "changed") if c])
             out[kind]["second_no_pipelining_wall_s"] = bl.median(col(kind, "second_no_pipelining", "wall_s"))
+            out[kind]["second_controller_cpu_s"] = bl.median(col(kind, "second", "controller_cpu_s"))
+            out[kind]["second_machine_busy"] = bl.median(col(kind, "second", "machine_cpu_busy"))
     if out.get("runbook") and out.get("configure"):
         ratios = {}
         for which in ("first", "second"):
@@ -421,7 +426,12 @@ def main() -> int:
     cur = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                     text=True, check=False).stdout.strip(),
-           "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "stages": {}}
+           "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "stages": {},
+           # uncommitted changes to tracked files the bench measured (so a figure is never pinned to the wrong code)
+           "worktree_changes": sorted(
+               line[3:] for line in subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                                   capture_output=True, text=True, check=False).stdout.splitlines()
+               if line[3:] and not line[3:].startswith(("docs/benchmarks", "tests/bench/")))}
     t0 = time.monotonic()
     try:
         if ctx.stages & {"runbook", "configure"}:

@@ -117,6 +117,9 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     w("Machine: %s CPUs, kernel %s; run %s, commit `%s`; the whole bench took %s." % (
         latest["machine"]["cpus"], latest["machine"]["kernel"], latest["date"], latest.get("commit"),
         fmt(latest.get("bench_wall_s"), " s", 0)))
+    if latest.get("worktree_changes"):
+        w("Measured on commit `%s` plus uncommitted changes to: %s." % (
+            latest.get("commit"), ", ".join("`%s`" % p for p in latest["worktree_changes"])))
     w("Test hosts are real systemd-nspawn hosts (tests/harness), reached over SSH; vLLM is the stand-in "
       "(tests/standin), so install and start-up times are those of the stand-in, not of vLLM on an L4. "
       "Figures are medians of the repeats; ratios come from the same repeat. The machine is shared and noisy.")
@@ -145,6 +148,8 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
             cell(rb, "second_downtime_s", " s", 2), cell(cf, "second_downtime_s", " s", 2)))
         if cf:
             w("| 2nd run without pipelining / ControlPersist | | %s |" % cell(cf, "second_no_pipelining_wall_s"))
+            w("| 2nd run, controller CPU (ansible-playbook + ssh) | | %s |" % cell(cf, "second_controller_cpu_s"))
+            w("| 2nd run, whole machine CPU busy (2 CPUs, shared) | | %s |" % cell(cf, "second_machine_busy", "", 2))
         w("")
         ratios = single.get("ratios", {})
         if ratios:
@@ -197,17 +202,23 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         w("## 3. Fleet: the configure playbook on N test hosts at once")
         w("")
         w("1st run: the largest N fresh hosts at once; for 1 host the fresh-host 1st runs of section 1-2 (same bench "
-          "run). 2nd runs: each N on the same configured hosts (`--limit`-style subsets), probed for downtime.")
+          "run). 2nd runs: each N on the same configured hosts (`--limit`-style subsets), probed for downtime. "
+          "All test hosts run on this machine's %s CPUs, next to the controller: every module a host runs takes CPU "
+          "from the others and from Ansible, which a fleet of real VMs (each with its own CPUs) does not. The "
+          "controller's own CPU time (ansible-playbook and its ssh children) shows what Ansible itself needs per "
+          "host." % latest["machine"]["cpus"])
         w("")
-        w("| hosts | 1st run | 2nd run | 2nd run / 1 host | 2nd run changed | restarts | worst downtime |")
-        w("|---|---|---|---|---|---|---|")
+        w("| hosts | 1st run | 2nd run | 2nd run / 1 host | 2nd run changed | restarts | worst downtime | "
+          "2nd run controller CPU | machine CPU busy |")
+        w("|---|---|---|---|---|---|---|---|---|")
         for n in sorted(fleet, key=int):
             r = fleet[n]
-            w("| %s | %s | %s | %s | %s | %s | %s |" % (
+            w("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 n, fmt((r.get("first") or {}).get("wall_s")), fmt(r["second"]["wall_s"]),
                 fmt(r.get("second_ratio_to_1"), "x", 2),
                 sum(r["second"]["changed"].values()), r["second"]["restarts_total"],
-                fmt(r["second"]["max_downtime_s"], " s", 2)))
+                fmt(r["second"]["max_downtime_s"], " s", 2), fmt(r["second"].get("controller_cpu_s")),
+                fmt(r["second"].get("machine_cpu_busy"), "", 2)))
         w("")
         biggest = str(max(int(n) for n in fleet))
         if "1" in fleet and biggest != "1":
