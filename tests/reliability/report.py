@@ -103,6 +103,16 @@ def render(d: dict) -> str:
     for h in d["hardening"]:
         lines.append("| `systemd-analyze security %s` | %s %s (the runbook's unit: %s %s) |" % (
             h["unit"], h["ours"], h["ours_band"], h.get("runbook", "?"), h.get("runbook_band", "")))
+    findings = ["bad input `%s` (%s): %s" % (b["case"], b["entry"], ", ".join(
+        what for what, bad in (("accepted", not b.get("rejected")), ("message lacks the variable or fix", not b.get("message_ok")),
+                               ("changed something", not b.get("unchanged"))) if bad))
+        for b in d["bad_inputs"] if not (b.get("rejected") and b.get("message_ok") and b.get("unchanged"))]
+    findings += ["fault not survived: %s: %s" % (f["fault"], f.get("observed", "")) for f in d["faults"] if not f.get("survived")]
+    findings += ["secret found: %s (%s)" % (x["where"], x["found"]) for x in d["secrets"] if x.get("found")]
+    findings += ["%s scores %s %s (the goal is OK or better)" % (h["unit"], h["ours"], h["ours_band"])
+                 for h in d["hardening"] if h["ours_band"] not in ("SAFE", "OK")]
+    lines += ["", "## Open findings", ""]
+    lines += ["- " + _cell(f) for f in findings] if findings else ["None: every case and fault behaved as required."]
     lines += ["", "## Bad input", "",
               "Each case runs the real entry point (configure.yml on the test host, provision.yml against the local",
               "Compute API, `ansible` ad-hoc for a module, `ansible-inventory` for the inventory plugin) with ONE bad",
@@ -130,7 +140,7 @@ def render(d: dict) -> str:
         lines.append("| %s | %s | %s |" % (_cell(x["where"]), _cell(x["how"]), x["found"]))
     if d["hardening"]:
         lines += ["", "## Hardening: `systemd-analyze security`", "",
-                  "Measured inside the test host (systemd %s). The runbook's units were installed there verbatim"
+                  "Measured inside the test host (%s). The runbook's units were installed there verbatim"
                   % d["hardening"][0].get("systemd", "?"),
                   "(as `runbook-*.service`, never started) and scored the same way; the runbook quotes 9.6 UNSAFE for both.",
                   "",
