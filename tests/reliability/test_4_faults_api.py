@@ -73,11 +73,10 @@ def test_bursts_of_429_503_are_retried_with_backoff(fresh, secrets_, status, met
     backoff = len(gaps) == 3 and all(g >= m * 0.95 for g, m in zip(gaps, MIN_GAPS)) and gaps == sorted(gaps)
     ok = (res.rc == 0 and statuses[:3] == [status] * 3 and statuses[3] < 500 and _rules(fresh) == [RULE["name"]]
           and backoff and (method != "POST" or same_id))
+    id_note = " one requestId for every attempt: %s;" % same_id if method == "POST" else ""
     _record("Compute API: a burst of 3 x HTTP %d on %s" % (status, method),
             "fault rule status=%d count=3" % status, "retried with growing backoff; the rule is created once",
-            "rc=%d; %s statuses %s;%s rules: %s" % (res.rc, method, statuses,
-                                                   " one requestId for every attempt: %s;" % same_id if method == "POST" else "",
-                                                   _rules(fresh)), ok,
+            "rc=%d; %s statuses %s;%s rules: %s" % (res.rc, method, statuses, id_note, _rules(fresh)), ok,
             "gaps between attempts %s s (client minimum %s s)" % (gaps, MIN_GAPS))
     assert res.rc == 0, res.tail()
     assert statuses[:3] == [status] * 3 and statuses[3] < 500, statuses
