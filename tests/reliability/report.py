@@ -103,10 +103,13 @@ def render(d: dict) -> str:
     for h in d["hardening"]:
         lines.append("| `systemd-analyze security %s` | %s %s (the runbook's unit: %s %s) |" % (
             h["unit"], h["ours"], h["ours_band"], h.get("runbook", "?"), h.get("runbook_band", "")))
-    findings = ["bad input `%s` (%s): %s" % (b["case"], b["entry"], ", ".join(
-        what for what, bad in (("accepted", not b.get("rejected")), ("message lacks the variable or fix", not b.get("message_ok")),
-                               ("changed something", not b.get("unchanged"))) if bad))
-        for b in d["bad_inputs"] if not (b.get("rejected") and b.get("message_ok") and b.get("unchanged"))]
+    findings = []
+    for b in d["bad_inputs"]:
+        problems = [what for what, bad in (("accepted", not b.get("rejected")),
+                                           ("message lacks the variable or fix", not b.get("message_ok")),
+                                           ("changed something", not b.get("unchanged"))) if bad]
+        if problems:
+            findings.append("bad input `%s` (%s): %s" % (b["case"], b["entry"], ", ".join(problems)))
     findings += ["fault not survived: %s: %s" % (f["fault"], f.get("observed", "")) for f in d["faults"] if not f.get("survived")]
     findings += ["secret found: %s (%s)" % (x["where"], x["found"]) for x in d["secrets"] if x.get("found")]
     findings += ["%s scores %s %s (the goal is OK or better)" % (h["unit"], h["ours"], h["ours_band"])
