@@ -433,6 +433,7 @@ def main() -> int:
                                                    capture_output=True, text=True, check=False).stdout.splitlines()
                if line[3:] and not line[3:].startswith(("docs/benchmarks", "tests/bench/")))}
     t0 = time.monotonic()
+    failure = None
     try:
         if ctx.stages & {"runbook", "configure"}:
             cur["stages"]["single"] = stage_single(ctx)
@@ -442,23 +443,42 @@ def main() -> int:
             cur["stages"]["inventory"] = stage_inventory(ctx)
         if "fleet" in ctx.stages:
             cur["stages"]["fleet"] = stage_fleet(ctx, cur["stages"].get("single"))
-    finally:
-        cur["bench_wall_s"] = round(time.monotonic() - t0, 1)
-        # keep earlier stages that this run did not repeat (so a partial run updates only what it measured)
-        latest = data.get("latest", {})
-        merged = dict(latest.get("stages", {}))
-        merged.update(cur["stages"])
-        history = data.get("history", [])
-        history.append({k: cur[k] for k in ("date", "commit", "bench_wall_s")} | {"stages": sorted(cur["stages"]),
-                                                                                 "summary": headline(cur)})
-        data = {"latest": dict(cur, stages=merged, measured_now=sorted(cur["stages"])), "history": history[-20:]}
-        bl.write_json(results_path, data)
-        shutil.copy(results_path, ctx.logs / "results.json")
-        bl.log("results: %s (logs %s), bench took %.0fs" % (results_path, ctx.logs, cur["bench_wall_s"]))
+    except Exception as exc:  # noqa: BLE001 - keep what was measured, never publish a partial run
+        failure = exc
+    cur["bench_wall_s"] = round(time.monotonic() - t0, 1)
+    cur["secrets_in_logs"] = scan_secrets(ctx)
+    bl.write_json(ctx.logs / "results.json", cur)
+    if failure is not None or cur["secrets_in_logs"]:
+        bl.log("bench FAILED (%s); partial figures in %s; %s untouched" % (
+            failure or "secrets found in logs: %s" % cur["secrets_in_logs"], ctx.logs / "results.json", results_path))
+        if failure is not None:
+            raise failure
+        return 1
+    # keep earlier stages that this run did not repeat (so a partial run updates only what it measured)
+    latest = data.get("latest", {})
+    merged = dict(latest.get("stages", {}))
+    merged.update(cur["stages"])
+    history = data.get("history", [])
+    history.append({k: cur[k] for k in ("date", "commit", "bench_wall_s")} | {"stages": sorted(cur["stages"]),
+                                                                             "summary": headline(cur)})
+    data = {"latest": dict(cur, stages=merged, measured_now=sorted(cur["stages"])), "history": history[-20:]}
+    bl.write_json(results_path, data)
+    bl.log("results: %s (logs %s), bench took %.0fs" % (results_path, ctx.logs, cur["bench_wall_s"]))
     if not args.no_report:
         bl.run([sys.executable, str(BENCH / "report.py"), "--results", str(results_path)], timeout=300)
         bl.log("report: docs/benchmarks.md")
     return 0
+
+
+def scan_secrets(ctx: Ctx) -> list[str]:
+    """Files under this run's log dir that contain the run's vLLM key or backend token (must be none)."""
+    found = []
+    for path in sorted(ctx.logs.rglob("*")):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if ctx.api_key in text or ctx.token in text:
+                found.append(str(path.relative_to(ctx.logs)))
+    return found
 
 
 def headline(cur: dict) -> dict:

@@ -120,6 +120,9 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     if latest.get("worktree_changes"):
         w("Measured on commit `%s` plus uncommitted changes to: %s." % (
             latest.get("commit"), ", ".join("`%s`" % p for p in latest["worktree_changes"])))
+    if "secrets_in_logs" in latest:
+        w("The run's random vLLM key and backend token were searched for in every log and timing file the bench wrote: "
+          "found in %d." % len(latest["secrets_in_logs"]))
     w("Test hosts are real systemd-nspawn hosts (tests/harness), reached over SSH; vLLM is the stand-in "
       "(tests/standin), so install and start-up times are those of the stand-in, not of vLLM on an L4. "
       "Figures are medians of the repeats; ratios come from the same repeat. The machine is shared and noisy.")

@@ -36,11 +36,11 @@ export FASTAPI_PORT="8000"
 
 step() { printf '%s [runbook] %s\n' "$(date +%H:%M:%S.%N | cut -c1-12)" "$*"; }
 
-wait_http() {  # url timeout [bearer] -> prints the body when 200
+wait_http() {  # url timeout [auth] -> prints the body when 200; "auth": send $VLLM_API_KEY (from the env, never argv)
   python3 - "$@" <<'PY'
-import sys, time, urllib.request
+import os, sys, time, urllib.request
 url, timeout = sys.argv[1], float(sys.argv[2])
-key = sys.argv[3] if len(sys.argv) > 3 else ""
+key = os.environ["VLLM_API_KEY"] if len(sys.argv) > 3 and sys.argv[3] == "auth" else ""
 deadline = time.monotonic() + timeout
 while True:
     try:
@@ -144,7 +144,7 @@ sudo systemctl start vllm
 ### 3-6 / 3-7. 로그 확인, vLLM 검증 (wait for the first start, then the checks)
 step "3-7 verify vllm"
 wait_http "http://localhost:${VLLM_PORT}/health" "$RB_HEALTH_TIMEOUT" > /dev/null
-wait_http "http://localhost:${VLLM_PORT}/v1/models" 60 "$VLLM_API_KEY" | python3 -c '
+wait_http "http://localhost:${VLLM_PORT}/v1/models" 60 auth | python3 -c '
 import json, sys
 ids = [m["id"] for m in json.load(sys.stdin)["data"]]
 want = ["LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct", "easycontract", "checklist"]
