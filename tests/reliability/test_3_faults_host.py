@@ -190,6 +190,31 @@ def test_converge_killed_during_the_unit_change_converges_next_run(converged, se
     assert running_len == 4096, "the running vLLM still serves max_model_len=%s: the restart was lost" % running_len
 
 
+def test_converge_killed_before_the_restart_for_an_env_change_converges_next_run(converged):
+    """SIGKILL when the restart handler for a changed vllm.env starts: the next run must still restart vLLM
+    so that the RUNNING process has the new environment (systemd reads EnvironmentFile only at start)."""
+    host = converged.host
+    extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "1"}}
+    killed = converged.configure_killed("RUNNING HANDLER [llmops.gce_vllm.vllm_server : Restart vLLM]", 0.0, extra,
+                                        name="kill-env-restart")
+    assert killed.killed, "the run was not killed at the restart handler:\n" + killed.tail()
+    on_disk = 'VLLM_STANDIN_STARTUP_DELAY="1"' in host.sh("cat /app/vllm-server/vllm.env").stdout
+    res = converged.configure(extra, name="after-kill-env-restart")
+    converged.set_good(**extra)   # the desired state from now on
+    healthy = converged.healthy(timeout=30)
+    pid = host.main_pid(VLLM)
+    running = host.sh("tr '\\0' '\\n' < /proc/%d/environ | grep '^VLLM_STANDIN_STARTUP_DELAY=' || true" % pid).stdout.strip()
+    ok = on_disk and res.rc == 0 and healthy and running == "VLLM_STANDIN_STARTUP_DELAY=1"
+    lib.record("faults", fault="converge SIGKILLed before the restart for a changed vllm.env",
+               injected="SIGKILL to ansible-playbook's process group when the 'Restart vLLM' handler starts",
+               expected="the next run restarts vLLM: the running process has the new environment",
+               observed="new vllm.env on disk after the kill: %s; next run rc=%d changed=%d; running vLLM has %s"
+                        % (on_disk, res.rc, res.changed(), running or "(none)"), survived=ok)
+    assert on_disk, "the kill came before vllm.env was written"
+    assert res.rc == 0, res.tail()
+    assert running == "VLLM_STANDIN_STARTUP_DELAY=1", "the running vLLM still has %s: the restart was lost" % running
+
+
 def test_drift_env_file_edited_by_hand(converged):
     host = converged.host
     env = "/app/vllm-server/vllm.env"
