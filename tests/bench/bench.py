@@ -95,6 +95,20 @@ class Ctx:
         return env
 
 
+MEASURED_PATHS = ["roles", "playbooks", "plugins", "ansible.cfg", "examples"]
+
+
+def code_state() -> str:
+    """Digest of what the bench measures (roles, playbooks, plugins, ansible.cfg, examples): their git trees at
+    HEAD plus any uncommitted change to them. Commits to other paths (docs, tests) do not change it."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    trees = subprocess.run(["git", "rev-parse"] + ["HEAD:" + p for p in MEASURED_PATHS], cwd=REPO,
+                           capture_output=True, check=False).stdout
+    diff = subprocess.run(["git", "diff", "HEAD", "--"] + MEASURED_PATHS, cwd=REPO, capture_output=True,
+                          check=False).stdout
+    return hashlib.sha1(trees).hexdigest()[:10] + ("+" + hashlib.sha1(diff).hexdigest()[:8] if diff else "")
+
+
 # ----------------------------------------------------------------------------------------------- hosts
 def prepare_hosts(ctx: Ctx, hosts: bl.Hosts, tag: str):
     bl.run([str(VENV_BIN / "ansible-playbook"), "-i", str(hosts.inventory), str(BENCH / "prepare.yml"),
@@ -174,7 +188,7 @@ def stage_single(ctx: Ctx) -> dict:
         with bl.Hosts(ctx.workdir / ("single%d" % i), 2, "bsingle%d" % i) as hosts:
             prepare_hosts(ctx, hosts, "single%d" % i)
             h_rb, h_cf = hosts.hosts
-            rep = {"runbook": {}, "configure": {}}
+            rep = {"runbook": {}, "configure": {}, "code_at_start": code_state()}
             if "runbook" in ctx.stages:
                 first = run_runbook(ctx, h_rb, "single%d-runbook-1" % i)
                 bl.log("runbook 1st run %.1fs" % first["wall_s"])
@@ -197,6 +211,10 @@ def stage_single(ctx: Ctx) -> dict:
                         "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o PreferredAuthentications=publickey"})
                     bl.log("configure 2nd run without pipelining/ControlPersist %.1fs" % plain["wall_s"])
                     rep["configure"]["second_no_pipelining"] = plain
+            rep["code_at_end"] = code_state()
+            if rep["code_at_end"] != rep["code_at_start"]:
+                bl.log("WARNING: the measured code changed during this repeat (%s -> %s)" % (
+                    rep["code_at_start"], rep["code_at_end"]))
             reps.append(rep)
     return summarize_single(reps)
 
@@ -433,6 +451,7 @@ def main() -> int:
                                                    capture_output=True, text=True, check=False).stdout.splitlines()
                if line[3:] and not line[3:].startswith(("docs/benchmarks", "tests/bench/")))}
     t0 = time.monotonic()
+    cur["code_at_start"] = code_state()
     failure = None
     try:
         if ctx.stages & {"runbook", "configure"}:
@@ -446,6 +465,10 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001 - keep what was measured, never publish a partial run
         failure = exc
     cur["bench_wall_s"] = round(time.monotonic() - t0, 1)
+    cur["code_at_end"] = code_state()
+    for stage in cur["stages"].values():  # a merged page may hold stages of several runs: say which
+        stage["measured"] = {"date": cur["date"], "commit": cur["commit"], "code_at_start": cur["code_at_start"],
+                             "code_at_end": cur["code_at_end"]}
     cur["secrets_in_logs"] = scan_secrets(ctx)
     bl.write_json(ctx.logs / "results.json", cur)
     if failure is not None or cur["secrets_in_logs"]:
@@ -498,6 +521,8 @@ def headline(cur: dict) -> dict:
         h["models_median_s"] = s["health"].get("vllm_models_median_s")
     if "fleet" in s:
         for n, r in s["fleet"].items():
+            if not n.isdigit():
+                continue
             h["fleet%s_first_s" % n] = (r.get("first") or {}).get("wall_s")
             h["fleet%s_second_s" % n] = r["second"]["wall_s"]
     if "inventory" in s:

@@ -61,7 +61,7 @@ def plot(latest: dict, png: Path) -> None:
     ax = axes[0][1]
     fleet = st.get("fleet", {})
     if fleet:
-        ns = sorted(fleet, key=int)
+        ns = sorted((n for n in fleet if n.isdigit()), key=int)
         fn = [n for n in ns if fleet[n].get("first")]
         ax.plot([int(n) for n in fn], [fleet[n]["first"]["wall_s"] for n in fn], "o-", label="1st run (fresh hosts)")
         ax.plot([int(n) for n in ns], [fleet[n]["second"]["wall_s"] for n in ns], "s-", label="2nd run")
@@ -110,6 +110,18 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     st = latest["stages"]
     L = []
     w = L.append
+
+    def measured(stage):
+        m = (stage or {}).get("measured")
+        if not m:
+            return
+        text = "Measured %s, commit `%s`, code `%s`" % (m["date"][:16].replace("T", " "), m["commit"],
+                                                       m.get("code_at_start"))
+        if m.get("code_at_end") != m.get("code_at_start"):
+            text += " -> `%s` (changed during the run%s)" % (m.get("code_at_end"),
+                                                             ": " + m["note"] if m.get("note") else "")
+        w(text + ".")
+        w("")
     w("# Benchmarks")
     w("")
     w("Written by `make bench` (tests/bench/bench.py, then tests/bench/report.py) from "
@@ -120,6 +132,9 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     if latest.get("worktree_changes"):
         w("Measured on commit `%s` plus uncommitted changes to: %s." % (
             latest.get("commit"), ", ".join("`%s`" % p for p in latest["worktree_changes"])))
+    if latest.get("code_at_start") and latest.get("code_at_end") != latest.get("code_at_start"):
+        w("**The measured code changed while this run went on** (%s -> %s: other work landed meanwhile); figures "
+          "of different stages may belong to different code." % (latest["code_at_start"], latest.get("code_at_end")))
     if "secrets_in_logs" in latest:
         w("The run's random vLLM key and backend token were searched for in every log and timing file the bench wrote: "
           "found in %d." % len(latest["secrets_in_logs"]))
@@ -137,6 +152,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         n = (cf or rb)["runs"]
         w("## 1-2. The runbook's procedure vs the collection, one fresh test host (median of %d)" % n)
         w("")
+        measured(single)
         w("| | runbook script (sections 3-4) | collection (`playbooks/configure.yml`) |")
         w("|---|---|---|")
 
@@ -169,8 +185,10 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
             w("|---|---|---|---|---|---|---|---|---|---|")
             for i, r in enumerate(reps, 1):
                 a, c = r.get("runbook") or {}, r.get("configure") or {}
-                w("| %d | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |" % (
-                    i, fmt(a.get("first", {}).get("wall_s")), fmt(a.get("second", {}).get("wall_s")),
+                changed_code = r.get("code_at_start") and r.get("code_at_end") != r.get("code_at_start")
+                w("| %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |" % (
+                    "%d (code changed during it: %s -> %s)" % (i, r["code_at_start"], r["code_at_end"])
+                    if changed_code else i, fmt(a.get("first", {}).get("wall_s")), fmt(a.get("second", {}).get("wall_s")),
                     fmt(a.get("second", {}).get("max_downtime_s"), " s", 2),
                     fmt(c.get("first", {}).get("wall_s")), fmt(c.get("second", {}).get("wall_s")),
                     sum((c.get("first", {}).get("changed") or {}).values()),
@@ -204,8 +222,9 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     if fleet:
         w("## 3. Fleet: the configure playbook on N test hosts at once")
         w("")
-        w("1st run: the largest N fresh hosts at once; for 1 host the fresh-host 1st runs of section 1-2 (same bench "
-          "run). 2nd runs: each N on the same configured hosts (`--limit`-style subsets), probed for downtime. "
+        measured(fleet)
+        w("1st run: the largest N fresh hosts at once; for 1 host the median of the fresh-host 1st runs of the "
+          "same bench run's section 1-2 stage. 2nd runs: each N on the same configured hosts (`--limit`-style subsets), probed for downtime. "
           "All test hosts run on this machine's %s CPUs, next to the controller: every module a host runs takes CPU "
           "from the others and from Ansible, which a fleet of real VMs (each with its own CPUs) does not. The "
           "controller's own CPU time (ansible-playbook and its ssh children) shows what Ansible itself needs per "
@@ -214,7 +233,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         w("| hosts | 1st run | 2nd run | 2nd run / 1 host | 2nd run changed | restarts | worst downtime | "
           "2nd run controller CPU | machine CPU busy |")
         w("|---|---|---|---|---|---|---|---|---|")
-        for n in sorted(fleet, key=int):
+        for n in sorted((n for n in fleet if n.isdigit()), key=int):
             r = fleet[n]
             w("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 n, fmt((r.get("first") or {}).get("wall_s")), fmt(r["second"]["wall_s"]),
@@ -223,7 +242,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
                 fmt(r["second"]["max_downtime_s"], " s", 2), fmt(r["second"].get("controller_cpu_s")),
                 fmt(r["second"].get("machine_cpu_busy"), "", 2)))
         w("")
-        biggest = str(max(int(n) for n in fleet))
+        biggest = str(max(int(n) for n in fleet if n.isdigit()))
         if "1" in fleet and biggest != "1":
             ratio = fleet[biggest].get("second_ratio_to_1")
             targets.append(("%s hosts <= 1.5x the time of 1 (2nd run)" % biggest, ratio is not None and ratio <= 1.5,
@@ -237,6 +256,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     if health:
         w("## 4. Health detection: from the instant the stand-in turns healthy to the module's return")
         w("")
+        measured(health)
         w("The stand-in starts listening after `VLLM_STANDIN_STARTUP_DELAY` (ready instants spread evenly over one "
           "poll interval); a 10 ms probe on the controller marks the instant it first accepts a connection. "
           "Modules are run as the role runs them (default `interval: 1`), as a process on the controller; "
@@ -259,6 +279,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     if inv.get("rows"):
         w("## 5. Dynamic inventory over the local Compute API (20 zones, pages of 500, group by network tag)")
         w("")
+        measured(inv)
         w(inv.get("note", ""))
         w("")
         w("| instances | mode | llmops.gce_vllm.gce | google.cloud.gcp_compute | ratio | plugin only, in-process "
