@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: gpu_info
 short_description: Read the NVIDIA GPUs, driver and CUDA version of a host with nvidia-smi
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Runs C(nvidia-smi --query-gpu=name,memory.total,driver_version,count,compute_cap,uuid,pci.bus_id
     --format=csv,noheader,nounits) and returns one entry per GPU.

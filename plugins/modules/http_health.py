@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: http_health
 short_description: Wait until an HTTP endpoint answers with an expected status
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Polls O(url) with GET until it answers with one of O(status_code) (and, if given, a body containing
     O(body_contains)), or until O(timeout) seconds have passed.

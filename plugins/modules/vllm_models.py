@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: vllm_models
 short_description: List the models a vLLM server serves and wait until the expected ones are there
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Reads C(GET <base>/v1/models) of a vLLM OpenAI-compatible server with the Bearer API key and returns the
     served model cards, split into base models and LoRA adapters (cards with a C(parent)).
