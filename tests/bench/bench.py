@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """make bench: the collection side by side with the runbook's manual procedure, on real test hosts.
 
 Stages (all by default; --only to pick):
@@ -22,11 +21,9 @@ import json
 import os
 import resource
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,7 +73,7 @@ class Ctx:
     def _build_wheel(self) -> Path:
         out = self.workdir / "wheel"
         out.mkdir(exist_ok=True)
-        _, _, text = bl.run([sys.executable, str(REPO / "tests" / "standin" / "build_wheel.py"), str(out)])
+        text = bl.run([sys.executable, str(REPO / "tests" / "standin" / "build_wheel.py"), str(out)])[2]
         wheels = list(out.glob("*.whl"))
         if not wheels:
             raise RuntimeError("tests/standin/build_wheel.py made no wheel: " + text)
@@ -124,7 +121,7 @@ def probe_urls(host: dict) -> dict:
 
 def run_runbook(ctx: Ctx, host: dict, tag: str) -> dict:
     cmd = "set -a; . /tmp/rb.env; set +a; exec bash /opt/standin/runbook_manual.sh"
-    _, secs, out = bl.run(bl.ssh_cmd(host, cmd), log_to=ctx.logs / (tag + ".log"), timeout=1800)
+    secs, out = bl.run(bl.ssh_cmd(host, cmd), log_to=ctx.logs / (tag + ".log"), timeout=1800)[1:]
     notes = sorted({line.split(":", 1)[1].strip() for line in out.splitlines()
                     if line.startswith("RUNBOOK-NOT-RERUNNABLE:")})
     return {"wall_s": round(secs, 3), "not_rerunnable": notes}
@@ -136,7 +133,7 @@ def run_configure(ctx: Ctx, inventory: Path, tag: str, extra_env: dict | None = 
            "-e", "@" + str(ctx.extra_vars)]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     m0 = bl.cpu_times()
-    _, secs, _ = bl.run(cmd, env=ctx.ansible_env(events, extra_env), log_to=ctx.logs / (tag + ".log"), timeout=1800)
+    secs = bl.run(cmd, env=ctx.ansible_env(events, extra_env), log_to=ctx.logs / (tag + ".log"), timeout=1800)[1]
     m1 = bl.cpu_times()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -332,7 +329,7 @@ def stage_health(ctx: Ctx) -> dict:
             port = free_port()
             args = {"http_health": {"url": "http://127.0.0.1:%d/health" % port, "timeout": 30},
                     "vllm_models": {"base_url": "http://127.0.0.1:%d" % port, "api_key": ctx.api_key,
-                                    "expected": [MODEL] + [n for n, _ in LORAS], "timeout": 30}}[mod]
+                                    "expected": [MODEL] + [lora[0] for lora in LORAS], "timeout": 30}}[mod]
             argfile = ctx.workdir / "modargs.json"
             fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -393,10 +390,10 @@ def health_via_playbook(ctx: Ctx, env: dict, loras: list[str]) -> list[dict]:
         th.start()
         events = ctx.logs / ("health-play-%d.json" % i)
         try:
-            rc, _, _ = bl.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                               str(BENCH / "health_play.yml"), "-e", "bench_port=%d" % port],
-                              env=ctx.ansible_env(events, {"ANSIBLE_PYTHON_INTERPRETER": sys.executable}),
-                              log_to=ctx.logs / ("health-play-%d.log" % i), check=False, timeout=120)
+            rc = bl.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                         str(BENCH / "health_play.yml"), "-e", "bench_port=%d" % port],
+                        env=ctx.ansible_env(events, {"ANSIBLE_PYTHON_INTERPRETER": sys.executable}),
+                        log_to=ctx.logs / ("health-play-%d.log" % i), check=False, timeout=120)[0]
             th.join()
         finally:
             srv.terminate()
@@ -482,8 +479,9 @@ def main() -> int:
     merged = dict(latest.get("stages", {}))
     merged.update(cur["stages"])
     history = data.get("history", [])
-    history.append({k: cur[k] for k in ("date", "commit", "bench_wall_s")} | {"stages": sorted(cur["stages"]),
-                                                                             "summary": headline(cur)})
+    entry = {k: cur[k] for k in ("date", "commit", "bench_wall_s")}
+    entry.update({"stages": sorted(cur["stages"]), "summary": headline(cur)})
+    history.append(entry)
     data = {"latest": dict(cur, stages=merged, measured_now=sorted(cur["stages"])), "history": history[-20:]}
     bl.write_json(results_path, data)
     bl.log("results: %s (logs %s), bench took %.0fs" % (results_path, ctx.logs, cur["bench_wall_s"]))

@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,8 +47,8 @@ def run(cmd, *, env=None, timeout=1800, check=True, stdin=None, log_to=None, cwd
         Path(log_to).parent.mkdir(parents=True, exist_ok=True)
         Path(log_to).write_text("$ " + " ".join(shlex.quote(str(c)) for c in cmd) + "\n" + out, encoding="utf-8")
     if check and proc.returncode != 0:
-        raise RuntimeError("command failed (rc=%s, %.1fs): %s\n%s" % (proc.returncode, secs, " ".join(map(str, cmd)),
-                                                                     out[-4000:]))
+        raise RuntimeError("command failed (rc=%s, %.1fs): %s\n%s"
+                           % (proc.returncode, secs, " ".join(map(str, cmd)), out[-4000:]))
     return proc.returncode, secs, out
 
 
@@ -62,6 +63,36 @@ class Hosts:
         self.key = None
 
     def __enter__(self):
+        for attempt in (1, 2):
+            self._create()
+            dead = [h for h in self.hosts if not self._answers(h)]
+            if not dead:
+                return self
+            # a fresh host that never answers SSH (seen twice in ~30 creations): keep its console log for the
+            # harness's owners, then start again with new hosts once
+            self.failed_hosts = getattr(self, "failed_hosts", []) + [h["name"] for h in dead]
+            for h in dead:
+                console = self.state_dir / "hosts" / h["name"] / "console.log"
+                if console.exists():
+                    keep = Path("/tmp/llmops-bench-harness-failures")
+                    keep.mkdir(exist_ok=True)
+                    shutil.copy(console, keep / ("%s-%s-console.log" % (time.strftime("%H%M%S"), h["name"])))
+            log("test host(s) %s never answered SSH (attempt %d); recreating" % (
+                ", ".join(h["name"] for h in dead), attempt))
+            self.__exit__(None, None, None)
+        raise RuntimeError("test hosts did not answer SSH twice; see /tmp/llmops-bench-harness-failures/")
+
+    @staticmethod
+    def _answers(host: dict, timeout: float = 90.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if run(ssh_cmd(host, "true"), check=False, timeout=30)[0] == 0:
+                return True
+            time.sleep(1)
+        return False
+
+    def _create(self):
+        self.hosts = []
         if self.state_dir.exists():
             run([sys.executable, str(HARNESS), "destroy", "--state", str(self.state_dir)], check=False)
         t0 = time.monotonic()
@@ -85,7 +116,6 @@ class Hosts:
             raise RuntimeError("harness made %d hosts, wanted %d" % (len(self.hosts), self.count))
         log("created %d test host(s) in %.1fs: %s" % (self.count, self.create_seconds,
                                                       ", ".join(h["ip"] for h in self.hosts)))
-        return self
 
     def __exit__(self, *exc):
         run([sys.executable, str(HARNESS), "destroy", "--state", str(self.state_dir)], check=False, timeout=300)
@@ -121,7 +151,7 @@ def unit_state(host: dict, units=("vllm", "ai-server")) -> dict:
     props = " ".join("-p " + p for p in UNIT_PROPS)
     out = {}
     for unit in units:
-        _, _, text = ssh(host, "sudo systemctl show %s %s" % (props, unit), check=False)
+        text = ssh(host, "sudo systemctl show %s %s" % (props, unit), check=False)[2]
         vals = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         out[unit] = vals
     return out
@@ -163,8 +193,8 @@ class Prober:
 
     def _probe(self, url: str) -> bool:
         rest = url.split("://", 1)[1]
-        hostport, _, path = rest.partition("/")
-        host, _, port = hostport.partition(":")
+        hostport, path = (rest.split("/", 1) + [""])[:2]
+        host, port = (hostport.split(":", 1) + [""])[:2]
         conn = http.client.HTTPConnection(host, int(port or 80), timeout=self.timeout)
         try:
             conn.request("GET", "/" + path)

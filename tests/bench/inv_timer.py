@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """make bench: parse one inventory source in-process and print how long the plugin took (JSON).
 
 Run with the interpreter of the venv whose ansible should parse it (ours: .venv; google.cloud:

@@ -124,8 +124,8 @@ def _one(plugin, source, base, work, mode, expect) -> dict:
     hosts = len(data.get("_meta", {}).get("hostvars", {}))
     group = data.get("tag_ai_server", {}).get("hosts", [])
     if hosts != expect or len(group) != expect:
-        raise RuntimeError("%s %s: %d hosts, %d in tag_ai_server; expected %d" % (plugin, mode, hosts, len(group),
-                                                                                 expect))
+        raise RuntimeError("%s %s: %d hosts, %d in tag_ai_server; expected %d"
+                           % (plugin, mode, hosts, len(group), expect))
     return {"s": round(secs, 3), "api_requests": _api_requests(base)}
 
 
@@ -143,7 +143,7 @@ def _inproc(plugin, source, base, work) -> dict | None:
 def _startup(plugin, base, work) -> float:
     cmd, env = _env(plugin, base, work)
     vals = []
-    for _ in range(3):
+    for _attempt in range(3):
         t0 = time.monotonic()
         subprocess.run(cmd + ["-i", "localhost,", "--list"], env=env, capture_output=True, timeout=120, check=True,
                        cwd=work)
@@ -177,7 +177,7 @@ def _measure(ctx, work: Path, base: str) -> dict:
             # gcp_compute at 5,000 takes ~20 s a run: fewer repeats there keep the bench short
             reps = ctx.args.inventory_repeats if (plugin == OURS or n < 5000) else max(1, ctx.args.inventory_repeats - 1)
             cold, cached = [], []
-            for _ in range(reps):
+            for _rep in range(reps):
                 cold.append(_one(plugin, sources[plugin], base, work, "cold", n))
                 cached.append(_one(plugin, sources[plugin], base, work, "cached", n))
             # plugin alone, in-process: cold (cache emptied) then cached

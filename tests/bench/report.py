@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write docs/benchmarks.md and docs/benchmarks/bench.png from docs/benchmarks/results.json (make bench).
 
 Every figure in the page comes from results.json; the hand-written analysis is tests/bench/findings.md,
@@ -77,7 +76,7 @@ def plot(latest: dict, png: Path) -> None:
               for k in ("http_health", "vllm_models", "ansible_task")]
     series = [(k, v) for k, v in series if v]
     if series:
-        ax.boxplot([v for _, v in series], tick_labels=[k.replace("ansible_task", "play task") for k, _ in series])
+        ax.boxplot([s[1] for s in series], tick_labels=[s[0].replace("ansible_task", "play task") for s in series])
         ax.axhline(1.0, color="red", linestyle="--", linewidth=1, label="target median 1 s")
         ax.legend()
     ax.set_ylabel("s after the stand-in turned healthy")
@@ -93,7 +92,7 @@ def plot(latest: dict, png: Path) -> None:
                              if r["plugin"] == plugin and r["mode"] == mode and r["median_s"] is not None)
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker + style,
-                            label="%s %s" % (plugin.split(".")[-1], mode))
+                            label="%s %s" % (plugin.rsplit(".", maxsplit=1)[-1], mode))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -115,8 +114,8 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         m = (stage or {}).get("measured")
         if not m:
             return
-        text = "Measured %s, commit `%s`, code `%s`" % (m["date"][:16].replace("T", " "), m["commit"],
-                                                       m.get("code_at_start"))
+        text = "Measured %s, commit `%s`, code `%s`" % (
+            m["date"][:16].replace("T", " "), m["commit"], m.get("code_at_start"))
         if m.get("code_at_end") != m.get("code_at_start"):
             text += " -> `%s` (changed during the run%s)" % (m.get("code_at_end"),
                                                              ": " + m["note"] if m.get("note") else "")
@@ -161,8 +160,8 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         w("| 1st run, wall time | %s | %s |" % (cell(rb, "first_wall_s"), cell(cf, "first_wall_s")))
         w("| 2nd run, wall time | %s | %s |" % (cell(rb, "second_wall_s"), cell(cf, "second_wall_s")))
         w("| 2nd run, tasks changed | (a script cannot tell) | %s |" % cell(cf, "second_changed", "", 0))
-        w("| 2nd run, service restarts (systemd) | %s | %s |" % (cell(rb, "second_restarts", "", 0),
-                                                                cell(cf, "second_restarts", "", 0)))
+        w("| 2nd run, service restarts (systemd) | %s | %s |" % (
+            cell(rb, "second_restarts", "", 0), cell(cf, "second_restarts", "", 0)))
         w("| 2nd run, endpoint downtime (worst of :8001, :8000; probed every 50 ms) | %s | %s |" % (
             cell(rb, "second_downtime_s", " s", 2), cell(cf, "second_downtime_s", " s", 2)))
         if cf:
@@ -332,10 +331,10 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
                 ("configure_second_changed", "2nd changed"), ("runbook_first_s", "runbook 1st"),
                 ("runbook_second_s", "runbook 2nd"), ("health_median_s", "health latency"),
                 ("fleet4_second_s", "4 hosts 2nd"), ("inv_llmops.gce_vllm.gce_5000_cold_s", "inventory 5k cold")]
-        keys = [k for k, _ in cols]
+        keys = [c[0] for c in cols]
         w("## Before / after (history of bench runs, latest last; each run measures only the stages it names)")
         w("")
-        w("| date | commit | stages | " + " | ".join(label for _, label in cols) + " |")
+        w("| date | commit | stages | " + " | ".join(c[1] for c in cols) + " |")
         w("|---|---|---|" + "---|" * len(keys))
         for h in hist[-10:]:
             sm = h.get("summary", {})
