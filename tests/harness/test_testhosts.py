@@ -231,3 +231,29 @@ def test_gc_after_a_crash_finds_mounts_whose_dir_was_moved(tmp_path):
         state_dir + "-moved/hosts/pyc1/root"]
     testhosts.gc()
     assert _leftovers(hosts) == []
+
+
+def test_a_boot_that_never_becomes_ready_is_retried_once(tmp_path, monkeypatch):
+    """The first readiness wait fails (as an overloaded machine's boot once did): the harness stops that
+    nspawn, boots the host again, and the host then works; nothing of the first boot is left behind."""
+    real_wait = testhosts._wait_ready  # pylint: disable=protected-access
+    calls = []
+
+    def flaky_wait(h, deadline, abort=None):
+        calls.append(h["nspawn_pid"])
+        if len(calls) == 1:
+            raise testhosts.HarnessError("host %s: not ready (injected)" % h["name"])
+        return real_wait(h, deadline, abort)
+
+    monkeypatch.setattr(testhosts, "_wait_ready", flaky_wait)
+    state_dir = str(tmp_path / "retry")
+    testhosts.create(state_dir, count=1, prefix="retry")
+    try:
+        state = testhosts.load_state(state_dir)
+        host = state["hosts"][0]
+        assert len(calls) == 2 and calls[0] != calls[1], calls
+        assert not testhosts._alive(calls[0], None)  # pylint: disable=protected-access
+        assert _ssh(state, host, "true").returncode == 0
+    finally:
+        testhosts.destroy(state_dir)
+    assert _leftovers([host]) == []
