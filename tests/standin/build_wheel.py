@@ -23,7 +23,7 @@ Name: vllm_standin
 Version: {version}
 Summary: Stand-in for vLLM {version}, tests only: the vllm serve CLI and OpenAI-compatible API shapes, no model.
 License: Apache-2.0
-Requires-Python: >=3.9
+Requires-Python: <3.15,>=3.11
 
 vllm_standin is NOT vLLM. It is the test stand-in of the llmops.gce_vllm collection: it parses the
 `vllm serve` command line the way vLLM {version} does and answers /health, /v1/models, /metrics and

@@ -132,6 +132,8 @@ def build_parser():
     mc.add_argument("--model", default=None)
     mc.add_argument("--tokenizer", default=None)
     mc.add_argument("--revision", default=None)
+    mc.add_argument("--code-revision", default=None)
+    mc.add_argument("--tokenizer-revision", default=None)
     mc.add_argument("--dtype", default="auto", choices=DTYPES)
     mc.add_argument("--max-model-len", type=human_readable_int, default=None)
     mc.add_argument("--served-model-name", nargs="+", default=None)
