@@ -257,3 +257,77 @@ def test_a_boot_that_never_becomes_ready_is_retried_once(tmp_path, monkeypatch):
     finally:
         testhosts.destroy(state_dir)
     assert _leftovers([host]) == []
+
+
+def test_release_choices_are_checked_before_anything_is_made(tmp_path):
+    assert testhosts.host_releases() == ["bookworm"]
+    assert testhosts.host_releases(3, "trixie") == ["trixie"] * 3
+    assert testhosts.host_releases(None, "bullseye,trixie") == ["bullseye", "trixie"]
+    assert testhosts.host_releases(2, ["trixie", "bullseye"]) == ["trixie", "bullseye"]
+    with pytest.raises(testhosts.HarnessError, match="one host per release"):
+        testhosts.host_releases(3, "bullseye,trixie")
+    state_dir = tmp_path / "r"
+    r = subprocess.run(CLI + ["create", "--state", str(state_dir), "--release", "bookworm,buster"],
+                       stderr=subprocess.PIPE, check=False)
+    assert r.returncode == 2
+    assert b"--release 'bookworm,buster': give Debian codenames" in r.stderr
+    assert b"bullseye (Debian 11), bookworm (Debian 12), trixie (Debian 13)" in r.stderr
+    assert not state_dir.exists()
+    r = subprocess.run(CLI + ["build", "--release", "jammy"], stderr=subprocess.PIPE, check=False)
+    assert r.returncode == 2 and b"--release 'jammy'" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def release_hosts(tmp_path_factory):
+    """One host each of Debian 11 and 13 (bookworm is what every other test boots)."""
+    state_dir = str(tmp_path_factory.mktemp("releases"))
+    state = testhosts.create(state_dir, prefix="pyr", release="bullseye,trixie")
+    yield state_dir, state
+    testhosts.destroy(state_dir)
+
+
+def test_hosts_of_other_releases_boot_their_own_debian(release_hosts):
+    state_dir, state = release_hosts
+    assert [(h["name"], h["release"]) for h in state["hosts"]] == [
+        ("pyr1", "bullseye"), ("pyr2", "trixie")]
+    for h in state["hosts"]:
+        facts = testhosts.RELEASES[h["release"]]
+        out = testhosts.exec_in(state_dir, h["name"], ["sh", "-c", (
+            ". /etc/os-release; echo $VERSION_CODENAME $VERSION_ID; "
+            "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'; "
+            "cat /proc/1/comm; systemctl --version | head -n 1; "
+            "systemctl is-system-running; systemctl --failed --no-legend --plain")],
+            check=False).stdout.decode().splitlines()
+        assert out[:3] == ["%s %s" % (h["release"], facts["version"]), facts["python"], "systemd"]
+        assert out[3].startswith("systemd %d " % facts["systemd"])
+        assert out[4:] == ["running"], out   # nothing failed, trixie's systemd 257 included
+        # a real unit, started by that systemd, and the login the roles use
+        r = _ssh(state, h, "sudo -n systemd-run --wait --pipe --quiet -p PrivateTmp=yes "
+                           "-p DynamicUser=yes id -u")
+        assert r.returncode == 0, r.stderr.decode()
+        assert 61184 <= int(r.stdout) <= 65519   # systemd's range of dynamic users
+    # trixie's systemd 257 gets the cgroup2-only layout of the real targets; bullseye the hybrid one
+    fstypes = {h["release"]: testhosts.exec_in(state_dir, h["name"], [
+        "stat", "-f", "-c", "%T", "/sys/fs/cgroup"]).stdout.decode().strip()
+        for h in state["hosts"]}
+    assert fstypes == {"bullseye": "tmpfs", "trixie": "cgroup2fs"}
+
+
+def test_inventory_carries_each_hosts_release(release_hosts):
+    state_dir, _state = release_hosts
+    inv = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-inventory"), "-i",
+         os.path.join(state_dir, "inventory.yml"), "--list"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
+    data = json.loads(inv.stdout)
+    assert data["testhosts_bullseye"]["hosts"] == ["pyr1"]
+    assert data["testhosts_trixie"]["hosts"] == ["pyr2"]
+    assert set(data["testhosts"]["children"]) == {"testhosts_bullseye", "testhosts_trixie"}
+    hv = data["_meta"]["hostvars"]
+    assert (hv["pyr1"]["testhost_release"], hv["pyr1"]["testhost_debian_version"]) == (
+        "bullseye", "11")
+    assert (hv["pyr2"]["testhost_release"], hv["pyr2"]["testhost_debian_version"]) == (
+        "trixie", "13")
+    r = subprocess.run(CLI + ["list", "--state", state_dir], stdout=subprocess.PIPE, check=True)
+    assert [ln.split("\t")[2:] for ln in r.stdout.decode().splitlines()] == [
+        ["bullseye", "running"], ["trixie", "running"]]

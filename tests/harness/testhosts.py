@@ -1,22 +1,34 @@
 # Copyright: (c) 2026, llmops contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Test-host harness: real Debian 12 hosts with systemd as PID 1, made with systemd-nspawn.
+"""Test-host harness: real Debian 11/12/13 hosts with systemd as PID 1, made with systemd-nspawn.
 
-Each host is an overlayfs copy of a cached debootstrap rootfs, booted by ``systemd-nspawn --boot``
+Each host is an overlayfs copy of a cached debootstrap rootfs of its Debian release (bookworm unless
+asked otherwise), booted by ``systemd-nspawn --boot``
 inside its own network namespace, reachable from the controller at ``10.231.<k>.2`` (controller side
 ``10.231.<k>.1``), with sshd, a user ``ansible`` (passwordless sudo, an ed25519 key made in the state
 directory) and NAT so apt/pip inside the host reach the package registries.
 
 CLI (as root)::
 
-    testhosts.py create  --state DIR --count N [--prefix NAME]
+    testhosts.py create  --state DIR [--count N] [--prefix NAME] [--release CODENAME[,CODENAME...]]
+    testhosts.py build   [--release CODENAME[,CODENAME...]|all]
     testhosts.py destroy --state DIR
     testhosts.py gc
     testhosts.py exec    --state DIR HOST -- CMD...
     testhosts.py ip      --state DIR HOST
     testhosts.py list    --state DIR
 
-Python API: ``create()``, ``destroy()``, ``gc()``, ``exec_in()``, ``copy_in()``, ``load_state()``.
+Python API: ``create()``, ``destroy()``, ``gc()``, ``exec_in()``, ``copy_in()``, ``load_state()``,
+``ensure_rootfs()``, ``ensure_rootfses()``.
+
+Releases (``RELEASES``): bullseye (Debian 11, python3 3.9: older than vLLM's ``Requires-Python``,
+like Ubuntu 22.04's 3.10), bookworm (12, 3.11, the default) and trixie (13, 3.13). ``--release``
+with one codename gives ``--count`` hosts of it; a list gives one host per codename, in that
+order. The inventory carries each host's release: host vars ``testhost_release`` and
+``testhost_debian_version``, and a group ``testhosts_<codename>`` per release (children of
+``testhosts``). Each release's rootfs is built once per machine (debootstrap from the Debian
+archive, about a minute, in parallel when several are missing) and cached as
+``CACHE_DIR/<codename>-rootfs``; ``build`` makes them ahead of time.
 
 Stdlib only; runs with any python3 >= 3.9. Flags of systemd-nspawn and why:
 
@@ -27,6 +39,15 @@ Stdlib only; runs with any python3 >= 3.9. Flags of systemd-nspawn and why:
 * ``--bind-ro=/etc/ssl/certs``: the registries are reached through a TLS proxy whose CA only the
   controller's bundle trusts; without it pip inside the host fails with CERTIFICATE_VERIFY_FAILED.
 * ``--console=read-only``: the boot log goes to ``hosts/NAME/console.log`` in the state dir.
+* trixie only, environment ``SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1``: this machine's /sys/fs/cgroup
+  is cgroup v1 (a tmpfs of v1 hierarchies), which nspawn passes on to the host as a hybrid
+  layout (v1 hierarchies read-only, a cgroup2 at /sys/fs/cgroup/unified). systemd 256 and later
+  call v1/hybrid obsolete (258 refuses it); trixie's 257 still boots in it (measured, with "Failed
+  to attach 1 to compat systemd cgroup"), but with the variable it gets a plain cgroup2 at
+  /sys/fs/cgroup, the layout of the real targets (Ubuntu 22.04/24.04 boot cgroup v2 only). That
+  cgroup2 has no controllers (the machine binds them to its v1 hierarchies), so, as on the other
+  releases, no cgroup limits or device policies are enforced inside the host. The machine's own
+  hierarchies are never made writable.
 
 Copy per host: overlayfs (the cached rootfs as lowerdir, the host's changes in
 ``hosts/NAME/upper``) mounts in milliseconds; ``cp -a`` of the 331 MB rootfs took 9 s cold and 2 s
@@ -58,7 +79,14 @@ import time
 import uuid
 
 CACHE_DIR = os.environ.get("LLMOPS_TESTHOST_CACHE", "/var/cache/llmops-testhosts")
-ROOTFS_NAME = "bookworm-rootfs"
+# Debian releases a host can run: codename -> Debian version, its python3, and whether its systemd
+# gets a plain cgroup2 hierarchy (see the module docstring).
+RELEASES = {
+    "bullseye": {"version": "11", "python": "3.9", "systemd": 247, "unified_cgroup": False},
+    "bookworm": {"version": "12", "python": "3.11", "systemd": 252, "unified_cgroup": False},
+    "trixie": {"version": "13", "python": "3.13", "systemd": 257, "unified_cgroup": True},
+}
+DEFAULT_RELEASE = "bookworm"
 RUN_DIR = os.environ.get("LLMOPS_TESTHOST_RUN", "/run/llmops-testhosts")
 NET_PREFIX = "10.231"
 DEBOOTSTRAP_INCLUDE = ("systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,sudo,"
@@ -289,35 +317,75 @@ def _reg_free(k):
 
 # --------------------------------------------------------------------------- rootfs cache
 
-def rootfs_path():
-    return os.path.join(CACHE_DIR, ROOTFS_NAME)
+def parse_releases(release):
+    """A codename, a comma-separated list of them, or a list -> list of known codenames."""
+    if release is None:
+        return [DEFAULT_RELEASE]
+    items = release.split(",") if isinstance(release, str) else list(release)
+    items = [str(r).strip() for r in items]
+    bad = [r for r in items if r not in RELEASES]
+    if not items or bad:
+        raise HarnessError("--release %r: give Debian codenames, comma-separated, from %s" % (
+            release if isinstance(release, str) else ",".join(items),
+            ", ".join("%s (Debian %s)" % (r, v["version"]) for r, v in RELEASES.items())))
+    return items
 
 
-def ensure_rootfs():
-    """Build the cached rootfs once (debootstrap to a temp dir, renamed atomically, under a lock)."""
-    path = rootfs_path()
-    if os.path.isfile(os.path.join(path, "usr/lib/systemd/systemd")) or \
-            os.path.isfile(os.path.join(path, "lib/systemd/systemd")):
+def rootfs_path(release=DEFAULT_RELEASE):
+    return os.path.join(CACHE_DIR, "%s-rootfs" % release)
+
+
+def ensure_rootfs(release=DEFAULT_RELEASE):
+    """Build the cached rootfs of `release` once (debootstrap to a temp dir, renamed atomically,
+    under a lock of that release: other releases build at the same time)."""
+    parse_releases([release])
+    path = rootfs_path(release)
+    if os.path.isdir(path):   # complete: only a finished build is renamed to it
         return path
     os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
-    with _flock(os.path.join(CACHE_DIR, ".build.lock")):
+    with _flock(os.path.join(CACHE_DIR, ".build-%s.lock" % release)):
         if os.path.isdir(path):
             return path
-        tmp = tempfile.mkdtemp(dir=CACHE_DIR, prefix=".build-")
-        _log("building the Debian 12 rootfs once in %s (about a minute)" % path)
+        tmp = tempfile.mkdtemp(dir=CACHE_DIR, prefix=".build-%s-" % release)
+        _log("building the Debian %s (%s) rootfs once in %s (about a minute)" % (
+            RELEASES[release]["version"], release, path))
         try:
             proc = subprocess.run(["debootstrap", "--variant=minbase",
-                                   "--include=" + DEBOOTSTRAP_INCLUDE, "bookworm", tmp,
+                                   "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
+                                   "--include=" + DEBOOTSTRAP_INCLUDE, release, tmp,
                                    DEBIAN_MIRROR], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   check=False)
             if proc.returncode != 0:
-                raise HarnessError("debootstrap failed (rc=%d):\n%s" % (
-                    proc.returncode, proc.stdout.decode(errors="replace")[-3000:]))
+                raise HarnessError("debootstrap of %s failed (rc=%d):\n%s" % (
+                    release, proc.returncode, proc.stdout.decode(errors="replace")[-3000:]))
+            os.chmod(tmp, 0o755)   # mkdtemp makes 0700; a host's / must be world-readable
             os.rename(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return path
+
+
+def ensure_rootfses(releases):
+    """Build every missing rootfs of `releases` at the same time (a thread each; debootstrap mostly
+    waits for the archive). Returns {codename: path}; all errors are reported together."""
+    wanted = list(dict.fromkeys(parse_releases(releases)))
+    paths, errors = {}, []
+
+    def one(release):
+        try:
+            paths[release] = ensure_rootfs(release)
+        except Exception as exc:   # collected, reported together below
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in wanted]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise HarnessError("\n".join(errors))
+    return paths
 
 
 # --------------------------------------------------------------------------- state dir
@@ -345,7 +413,10 @@ def _yaml_str(value):
 def _write_inventory(state_dir, state):
     lines = ["# Written by tests/harness/testhosts.py; removed by `testhosts.py destroy`.",
              "testhosts:", "  hosts:"]
+    groups = {}
     for h in state["hosts"]:
+        release = h.get("release", DEFAULT_RELEASE)
+        groups.setdefault(release, []).append(h["name"])
         lines += ["    %s:" % h["name"],
                   "      ansible_host: %s" % _yaml_str(h["ip"]),
                   "      ansible_user: ansible",
@@ -355,15 +426,21 @@ def _write_inventory(state_dir, state):
                   "      ansible_ssh_common_args: %s" % _yaml_str(
                       "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                       "-o LogLevel=ERROR"),
-                  "      testhost_gateway: %s" % _yaml_str(h["gateway"])]
+                  "      testhost_gateway: %s" % _yaml_str(h["gateway"]),
+                  "      testhost_release: %s" % _yaml_str(release),
+                  "      testhost_debian_version: %s" % _yaml_str(RELEASES[release]["version"])]
+    lines.append("  children:")
+    for release, names in groups.items():
+        lines += ["    testhosts_%s:" % release, "      hosts:"]
+        lines += ["        %s:" % n for n in names]
     _write_atomic(os.path.join(state_dir, "inventory.yml"), "\n".join(lines) + "\n", 0o644)
 
 
 # --------------------------------------------------------------------------- one host
 
-def _host_record(state_dir, k, name, iface):
+def _host_record(state_dir, k, name, iface, release):
     hostdir = os.path.join(state_dir, "hosts", name)
-    return {"name": name, "k": k, "ip": "%s.%d.2" % (NET_PREFIX, k),
+    return {"name": name, "k": k, "release": release, "ip": "%s.%d.2" % (NET_PREFIX, k),
             "gateway": "%s.%d.1" % (NET_PREFIX, k), "netns": "llt%d" % k,
             "veth_host": "llt%dh" % k, "veth_guest": "llt%dg" % k, "iface": iface,
             "hostdir": hostdir, "root": os.path.join(hostdir, "root"),
@@ -430,6 +507,16 @@ def _setup_net(h):
         _run(["iptables", "-t", "nat", "-A"] + _nat_rule(h))
 
 
+def _nspawn_env(release):
+    """systemd-nspawn's environment for a host of `release` (see the module docstring)."""
+    env = dict(os.environ)
+    if RELEASES[release]["unified_cgroup"]:
+        env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+    else:
+        env.pop("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", None)
+    return env
+
+
 def _boot(h):
     log = open(os.path.join(h["hostdir"], "console.log"), "ab")
     try:
@@ -439,7 +526,7 @@ def _boot(h):
              "--network-namespace-path=/run/netns/" + h["netns"], "--resolv-conf=copy-host",
              "--bind-ro=/etc/ssl/certs", "--console=read-only"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            close_fds=True)
+            close_fds=True, env=_nspawn_env(h.get("release", DEFAULT_RELEASE)))
     finally:
         log.close()
     h["nspawn_pid"] = proc.pid
@@ -561,28 +648,45 @@ def _teardown_host(h):
 
 # --------------------------------------------------------------------------- public API
 
-def create(state_dir, count=1, prefix=DEFAULT_PREFIX):
-    """Create `count` hosts; write DIR/state.json and DIR/inventory.yml; return the state dict."""
+def host_releases(count=None, release=None):
+    """The release of each host to create: `count` hosts of one codename, or one host per codename
+    of a list (then `count` may be left out or must equal its length)."""
+    releases = parse_releases(release)
+    if count is None:
+        count = 1 if len(releases) == 1 else len(releases)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 32:
+        raise HarnessError("--count %r: give a number of hosts from 1 to 32" % (count,))
+    if len(releases) == 1:
+        return releases * count
+    if count != len(releases):
+        raise HarnessError("--count %d with --release %s: a list of releases gives one host per "
+                           "release; leave out --count or give %d" % (
+                               count, ",".join(releases), len(releases)))
+    return releases
+
+
+def create(state_dir, count=None, prefix=DEFAULT_PREFIX, release=None):
+    """Create hosts (`count` of one release, or one per release of a list; default one bookworm
+    host); write DIR/state.json and DIR/inventory.yml; return the state dict."""
     _check_env()
     if not re.match(r"^[a-z][a-z0-9-]{0,30}$", prefix or ""):
         raise HarnessError("--prefix %r: use lowercase letters, digits and '-', starting with a "
                            "letter (max 31 chars)" % prefix)
-    if not isinstance(count, int) or not 1 <= count <= 32:
-        raise HarnessError("--count %r: give a number of hosts from 1 to 32" % (count,))
+    releases = host_releases(count, release)
     state_dir = os.path.abspath(state_dir)
     if load_state(state_dir):
         raise HarnessError("%s already holds test hosts; run `testhosts.py destroy --state %s` "
                            "first" % (state_dir, state_dir))
-    lower = ensure_rootfs()
+    lowers = ensure_rootfses(releases)
     try:
-        return _create(state_dir, count, prefix, lower)
+        return _create(state_dir, releases, prefix, lowers)
     except BaseException:   # failure, Ctrl-C or SIGTERM: nothing made may stay behind
         with contextlib.suppress(Exception):
             destroy(state_dir)
         raise
 
 
-def _create(state_dir, count, prefix, lower):
+def _create(state_dir, releases, prefix, lowers):
     os.makedirs(os.path.join(state_dir, "hosts"), mode=0o700, exist_ok=True)
     key = os.path.join(state_dir, "id_ed25519")
     if not os.path.exists(key):
@@ -591,9 +695,9 @@ def _create(state_dir, count, prefix, lower):
     with open(key + ".pub") as fh:
         pubkey = fh.read()
     iface = _default_iface()
-    names = ["%s%d" % (prefix, i) for i in range(1, count + 1)]
-    ks = _allocate(count, state_dir, names)
-    hosts = [_host_record(state_dir, k, n, iface) for k, n in zip(ks, names)]
+    names = ["%s%d" % (prefix, i) for i in range(1, len(releases) + 1)]
+    ks = _allocate(len(releases), state_dir, names)
+    hosts = [_host_record(state_dir, k, n, iface, r) for k, n, r in zip(ks, names, releases)]
     state = {"version": 1, "key": key, "hosts": hosts, "created": time.time()}
     _save_state(state_dir, state)   # before anything is made, so destroy always finds it
     for h in hosts:                 # and so does gc
@@ -604,7 +708,8 @@ def _create(state_dir, count, prefix, lower):
 
     def one(h):
         try:
-            for step in (lambda: _prepare_root(h, lower, pubkey), lambda: _setup_net(h),
+            for step in (lambda: _prepare_root(h, lowers[h["release"]], pubkey),
+                         lambda: _setup_net(h),
                          lambda: _boot(h)):
                 if abort.is_set():
                     raise HarnessError("host %s: creation interrupted" % h["name"])
@@ -809,8 +914,15 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("create", help="create and boot N hosts, write DIR/inventory.yml")
     p.add_argument("--state", required=True)
-    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--count", type=int, default=None,
+                   help="hosts of the one --release (default 1)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX)
+    p.add_argument("--release", default=DEFAULT_RELEASE,
+                   help="Debian codename (%s; default %s), or a comma-separated list: one host "
+                   "each" % (", ".join(RELEASES), DEFAULT_RELEASE))
+    p = sub.add_parser("build", help="build the missing rootfs caches (in parallel)")
+    p.add_argument("--release", default="all",
+                   help="codename(s), comma-separated, or all (default)")
     p = sub.add_parser("destroy", help="remove every host of DIR (idempotent)")
     p.add_argument("--state", required=True)
     sub.add_parser("gc", help="remove hosts whose owner is gone")
@@ -828,11 +940,16 @@ def main(argv=None):
     try:
         if a.cmd == "create":
             t0 = time.monotonic()
-            st = create(a.state, a.count, a.prefix)
+            st = create(a.state, a.count, a.prefix, a.release)
             _log("%d host(s) up in %.1fs: %s; inventory %s" % (
                 len(st["hosts"]), time.monotonic() - t0,
-                ", ".join("%s=%s" % (h["name"], h["ip"]) for h in st["hosts"]),
+                ", ".join("%s=%s (%s)" % (h["name"], h["ip"], h["release"]) for h in st["hosts"]),
                 os.path.join(os.path.abspath(a.state), "inventory.yml")))
+        elif a.cmd == "build":
+            _check_env()
+            wanted = list(RELEASES) if a.release == "all" else a.release
+            for release, path in sorted(ensure_rootfses(wanted).items()):
+                print("%s\t%s" % (release, path))
         elif a.cmd == "destroy":
             destroy(a.state)
         elif a.cmd == "gc":
@@ -843,8 +960,8 @@ def main(argv=None):
         elif a.cmd == "list":
             st = load_state(os.path.abspath(a.state)) or {"hosts": []}
             for h in st["hosts"]:
-                print("%s\t%s\t%s" % (h["name"], h["ip"],
-                                      "running" if leader_pid(h) else "stopped"))
+                print("%s\t%s\t%s\t%s" % (h["name"], h["ip"], h.get("release", DEFAULT_RELEASE),
+                                          "running" if leader_pid(h) else "stopped"))
         elif a.cmd == "exec":
             cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
             if not cmd:
