@@ -59,6 +59,12 @@ ROLE_CASES = [
     ("vllm-user-root", {"vllm_server_user": "root"}, ["vllm_server_user (root)", "never root"]),
     ("api-key-in-extra-args", {"vllm_server_extra_args": ["--api-key", "abcdefgh1234"]},
      ["vllm_server_extra_args", "must not pass --api-key", "vllm_server_api_key"]),
+    ("python-not-on-host", {"vllm_server_python": "python3.42"},
+     ["vllm_server_python (default gpu_host_python)=python3.42: no such interpreter", "python3.N"]),
+    ("vllm-version-not-on-index", {"vllm_server_pip_spec": "vllm==0.15.99"},
+     ["lists no file of vllm==0.15.99", "checking vllm_server_python"]),
+    ("model-revision-with-space", {"vllm_server_model_revision": "main; rm -rf /"},
+     ["vllm_server_model_revision (main; rm -rf /) must be empty", "commit hash"]),
 ]
 
 # (id, module, args, words)
