@@ -9,6 +9,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help venv hostdeps test lint sanity unit harness molecule integration reliability demo bench clean
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# Prefix of a suite's main command: prints "==> SUITE: N s" when it ends, passed or failed.
+TIMED = t0=$$(date +%s); trap 'echo "==> $@: $$(( $$(date +%s) - t0 )) s"' EXIT;
 help:
 	@echo "make demo   - run site.yml end to end against the local Compute API and a real test host"
 	@echo "make test   - lint + ansible-test sanity + unit tests + molecule + reliability suite"
@@ -26,37 +28,40 @@ hostdeps:
 	@scripts/host-deps
 
 lint: venv
-	ansible-lint --profile production
+	@$(TIMED) ansible-lint --profile production
 
 sanity: venv
-	scripts/sanity
+	@$(TIMED) scripts/sanity
 
 # plugin unit tests (local Compute API, stand-ins on loopback; no test host)
 unit: venv
-	$(PYTEST) tests/unit
+	@$(TIMED) $(PYTEST) tests/unit
 
 # the test-host harness itself: real systemd-nspawn hosts, nothing left behind. `build` makes the
 # missing Debian 11/12/13 rootfs caches first, all at once (about a minute on a fresh machine).
 harness: venv hostdeps
 	@python3 tests/harness/testhosts.py gc
 	@python3 tests/harness/testhosts.py build >/dev/null
-	$(PYTEST) tests/harness
+	@$(TIMED) $(PYTEST) tests/harness
 
 # the three roles on real systemd test hosts: converge, idempotence (changed=0), testinfra verify;
 # scenarios default (Debian 12) and platforms (Debian 11: refused before any change; Debian 13)
 molecule: venv hostdeps
 	@python3 tests/harness/testhosts.py gc
 	@python3 tests/harness/testhosts.py build >/dev/null
-	d=$$(mktemp -d /tmp/llmops-molecule.XXXXXX); rc=0; MOLECULE_EPHEMERAL_DIRECTORY=$$d molecule test --all || rc=$$?; rm -rf $$d; exit $$rc
+	@$(TIMED) d=$$(mktemp -d /tmp/llmops-molecule.XXXXXX); rc=0; MOLECULE_EPHEMERAL_DIRECTORY=$$d molecule test --all || rc=$$?; rm -rf $$d; exit $$rc
 
 # role bad inputs on a real host; site.yml end to end against the local Compute API (+ idempotence, teardown)
 integration: venv hostdeps
-	$(PYTEST) tests/integration
+	@$(TIMED) $(PYTEST) tests/integration
 
 # issue 5: bad inputs, faults, secrets, hardening; writes docs/reliability.md
 reliability: venv hostdeps
-	$(PYTEST) tests/reliability
+	@$(TIMED) $(PYTEST) tests/reliability
 
+# `make test` leaves the tree as it found it: the reliability suite writes its report (docs/reliability.md,
+# last-results.json) only when run on its own (`make reliability`); under `make test` it goes to results/ only.
+test: export LLMOPS_RELIABILITY_DOCS = 0
 test: venv hostdeps lint sanity unit harness molecule integration reliability
 	@echo "==> make test: all suites passed"
 
