@@ -1,0 +1,36 @@
+"""Each role's meta/argument_specs.yml is the one source of its variables: defaults/main.yml says the same,
+and docs/variables.md is what scripts/render-variables renders from it."""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROLES = ("gpu_host", "vllm_server", "ai_server")
+
+
+def _load(role, *path):
+    with open(os.path.join(ROOT, "roles", role, *path)) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_argument_specs_match_defaults(role):
+    options = _load(role, "meta", "argument_specs.yml")["argument_specs"]["main"]["options"]
+    defaults = _load(role, "defaults", "main.yml")
+    with_default = {k for k, v in options.items() if "default" in v}
+    assert set(defaults) == with_default, "in defaults/main.yml only: %s; in argument_specs only: %s" % (
+        sorted(set(defaults) - with_default), sorted(with_default - set(defaults)))
+    for name in defaults:
+        assert options[name]["default"] == defaults[name], name
+    for name, spec in options.items():
+        assert spec.get("required") or "default" in spec, "%s: neither required nor a default" % name
+        assert name.startswith(role + "_"), "%s: public role variables start with %s_" % (name, role)
+
+
+def test_variables_page_is_rendered_from_the_specs():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "render-variables"), "--check"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
