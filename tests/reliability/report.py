@@ -55,6 +55,7 @@ def collect(results: dict, seconds: float, exitstatus: int, failed: int, collect
         "faults": faults,
         "secrets": secrets,
         "hardening": results["hardening"],
+        "gpu_sandbox": results.get("gpu_sandbox", []),
         "notes": results["notes"],
     }
     return data
@@ -114,6 +115,7 @@ def render(d: dict) -> str:
     findings += ["secret found: %s (%s)" % (x["where"], x["found"]) for x in d["secrets"] if x.get("found")]
     findings += ["%s scores %s %s (the goal is OK or better)" % (h["unit"], h["ours"], h["ours_band"])
                  for h in d["hardening"] if h["ours_band"] not in ("SAFE", "OK")]
+    findings += ["GPU sandbox probe failed: %s" % g["observed"] for g in d.get("gpu_sandbox", []) if not g.get("passed")]
     lines += ["", "## Open findings", ""]
     lines += ["- " + _cell(f) for f in findings] if findings else ["None: every case and fault behaved as required."]
     lines += ["", "## Bad input", "",
@@ -153,6 +155,18 @@ def render(d: dict) -> str:
             lines.append("| %s | **%s %s** | %s %s | 9.6 UNSAFE | %s | %s |" % (
                 h["unit"], h["ours"], h["ours_band"], h.get("runbook", "?"), h.get("runbook_band", ""),
                 h.get("user", "?"), _cell("; ".join(h.get("remaining", [])[:6]))))
+    if d.get("gpu_sandbox"):
+        lines += ["", "## GPU devices under vllm.service's sandbox", "",
+                  "A probe run in the deployed unit (ExecStart replaced, sandbox unchanged) opens harness-made NVIDIA-like",
+                  "nodes (majors of a driver 580 host) as CUDA does: ENXIO = allowed by the device policy, no driver;",
+                  "EPERM = denied. The control run (an allow-list without the NVIDIA groups) shows whether this host",
+                  "enforces device policies at all; where it does not, EPERM cannot show here.", "",
+                  "| check | unit's policy | observed | host enforces | control | passed |", "|---|---|---|---|---|---|"]
+        for g in d["gpu_sandbox"]:
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                _cell(g["check"]), _cell(g["unit_policy"]), _cell(g["observed"]),
+                "yes" if g.get("enforced") else "no (the EPERM half could not fail)", _cell(g["control"]),
+                _yes(g.get("passed"))))
     if d["notes"]:
         lines += ["", "## Notes of the run", ""] + ["- " + _cell(n) for n in d["notes"]]
     return "\n".join(lines) + "\n"
