@@ -69,6 +69,12 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _fault_row(f: dict) -> str:
+    return "| %s | %s | %s | %s | %s | %s |" % (
+        _cell(f["fault"]), _cell(f["injected"]), _cell(f["expected"]), _cell(f.get("observed", "")),
+        _yes(f.get("survived")), _cell(f.get("figure", "")))
+
+
 def render(d: dict) -> str:
     s = d["summary"]
     lines = [
@@ -130,13 +136,21 @@ def render(d: dict) -> str:
         lines.append("| %s | %s | `%s` | %s | %s | %s | %s | %s | %.1f |" % (
             b["case"], b["entry"], _cell(b["value"])[:70], _cell(", ".join(b["words"])), _yes(b.get("rejected")),
             _yes(b.get("message_ok")), _yes(b.get("unchanged")), b.get("api_writes", "-"), b.get("seconds", 0)))
+    first_boot = [f for f in d["faults"] if f.get("stage") == "first boot"]
     lines += ["", "## Faults", "",
               "| fault | how it was injected | expected | observed | survived | figure |",
               "|---|---|---|---|---|---|"]
     for f in d["faults"]:
-        lines.append("| %s | %s | %s | %s | %s | %s |" % (
-            _cell(f["fault"]), _cell(f["injected"]), _cell(f["expected"]), _cell(f.get("observed", "")),
-            _yes(f.get("survived")), _cell(f.get("figure", ""))))
+        if f not in first_boot:
+            lines.append(_fault_row(f))
+    if first_boot:
+        lines += ["", "## The first minutes of a new VM", "",
+                  "A test host boots from a cached rootfs in a second; a new GCE VM is still busy when SSH first answers.",
+                  "Each row puts one such thing back on the converged test host and runs configure.yml",
+                  "(tests/reliability/test_5_first_boot.py; cloud-init is tests/standin/cloud-init, a stand-in).", "",
+                  "| first-boot condition | how it was acted out | expected | observed | survived | figure |",
+                  "|---|---|---|---|---|---|"]
+        lines += [_fault_row(f) for f in first_boot]
     lines += ["", "## Secrets", "",
               "This run's vLLM API key and backend token were fresh random strings; each place below was searched for",
               "both (and for the Compute API access token where it applies).", "",
