@@ -26,6 +26,7 @@ import yaml
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ROLE = os.path.join(ROOT, "roles", "vllm_server")
 NVIDIA_DEVICES_TASKS = os.path.join(ROOT, "roles", "gpu_host", "tasks", "nvidia_devices.yml")
+GPU_HOST_TEMPLATES = os.path.join(ROOT, "roles", "gpu_host", "templates")
 
 # /proc/devices of a real NVIDIA host (driver 580): name -> major (nvidia-uvm's major is dynamic)
 PROC_DEVICES = {"nvidia": 195, "nvidiactl": 195, "nvidia-uvm": 238, "nvidia-caps": 241}
@@ -181,8 +182,12 @@ def test_nvidia_uvm_is_registered_before_the_unit_resolves_its_allow_list(vllm_u
     assert allowing_entries(entries, "/dev/nvidia-uvm", 238, "rw")
     with open(NVIDIA_DEVICES_TASKS, encoding="utf-8") as f:
         tasks = yaml.safe_load(f)
-    units = {os.path.basename(t["ansible.builtin.copy"]["dest"]): t["ansible.builtin.copy"]["content"]
-             for t in tasks if t.get("ansible.builtin.copy", {}).get("dest", "").startswith("/etc/systemd/system/")}
+    units = {}
+    for task in tasks:   # the units gpu_host templates into /etc/systemd/system (the managed-by line dropped)
+        tpl = task.get("ansible.builtin.template", {})
+        if tpl.get("dest", "").startswith("/etc/systemd/system/"):
+            with open(os.path.join(GPU_HOST_TEMPLATES, tpl["src"]), encoding="utf-8") as f:
+                units[os.path.basename(tpl["dest"])] = "".join(l for l in f if not l.startswith("{{"))
     loaders = {name: parse_unit(text) for name, text in units.items()
                if re.search(r"nvidia-modprobe\s.*-u\b", _last(parse_unit(text).get("Service", []), "ExecStart"))}
     assert loaders, "gpu_host installs no unit that loads nvidia-uvm (nvidia-modprobe -u) at boot"
