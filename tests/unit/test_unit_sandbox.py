@@ -14,6 +14,7 @@ template and defaults, against the rules of systemd.resource-control(5) and syst
 The NVIDIA facts are those of a real host with driver 580 (issue 14).
 """
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -50,9 +51,12 @@ YES = ("1", "yes", "true", "on")
 # Rendering and parsing
 
 
-def render_vllm_unit(tmp_dir):
-    """Render roles/vllm_server/templates/vllm.service.j2 with the role's defaults and vars, by Ansible."""
+def render_vllm_unit(tmp_dir, extra_vars=None):
+    """Render roles/vllm_server/templates/vllm.service.j2 with the role's defaults and vars (and extra_vars), by Ansible."""
     out = os.path.join(tmp_dir, "vllm.service")
+    extra = os.path.join(tmp_dir, "extra.json")
+    with open(extra, "w", encoding="utf-8") as f:
+        json.dump(extra_vars or {}, f)
     play = [{
         "hosts": "localhost", "connection": "local", "gather_facts": False,
         "vars_files": [os.path.join(ROLE, "defaults", "main.yml"), os.path.join(ROLE, "vars", "main.yml")],
@@ -64,7 +68,7 @@ def render_vllm_unit(tmp_dir):
         yaml.safe_dump(play, f)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
-                           "-e", "ansible_python_interpreter=" + sys.executable, playbook], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+                           "-e", "ansible_python_interpreter=" + sys.executable, "-e", "@" + extra, playbook], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out, encoding="utf-8") as f:
         return f.read()
