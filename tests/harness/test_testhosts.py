@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -275,6 +276,27 @@ def test_release_choices_are_checked_before_anything_is_made(tmp_path):
     assert not state_dir.exists()
     r = subprocess.run(CLI + ["build", "--release", "jammy"], stderr=subprocess.PIPE, check=False)
     assert r.returncode == 2 and b"--release 'jammy'" in r.stderr
+
+
+def test_missing_roots_are_built_at_the_same_time(monkeypatch):
+    """ensure_rootfses runs one build per release concurrently and reports every failure (no debootstrap here:
+    each stand-in build waits until all three have started, which only concurrent builds get past)."""
+    started = threading.Barrier(3, timeout=10)
+
+    failing = {"bullseye"}
+
+    def build(release):
+        started.wait()
+        if release in failing:
+            raise testhosts.HarnessError("debootstrap of %s failed (injected)" % release)
+        return "/cache/%s-rootfs" % release
+
+    monkeypatch.setattr(testhosts, "ensure_rootfs", build)
+    with pytest.raises(testhosts.HarnessError, match="bullseye failed"):
+        testhosts.ensure_rootfses(["bullseye", "bookworm", "trixie"])
+    failing.clear()
+    assert testhosts.ensure_rootfses("trixie,bookworm,trixie,bullseye") == {
+        r: "/cache/%s-rootfs" % r for r in ("trixie", "bookworm", "bullseye")}
 
 
 @pytest.fixture(scope="module")
