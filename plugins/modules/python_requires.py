@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: python_requires
 short_description: Check that a host's Python interpreter satisfies the Requires-Python of pinned packages
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Reads the C(Requires-Python) of each pinned requirement where pip reads it, before pip runs, and checks
     the interpreter a virtual environment will be made with against it. Fails with a message naming the
