@@ -31,6 +31,6 @@ def test_argument_specs_match_defaults(role):
 
 
 def test_variables_page_is_rendered_from_the_specs():
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "render-variables"), "--check"],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "render_variables.py"), "--check"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -68,7 +68,8 @@ def render_vllm_unit(tmp_dir, extra_vars=None):
         yaml.safe_dump(play, f)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
-                           "-e", "ansible_python_interpreter=" + sys.executable, "-e", "@" + extra, playbook], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+                           "-e", "ansible_python_interpreter=" + sys.executable, "-e", "@" + extra, playbook],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out, encoding="utf-8") as f:
         return f.read()

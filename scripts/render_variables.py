@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Render the role sections of docs/variables.md from each role's meta/argument_specs.yml (the one source).
 
-    scripts/render-variables          rewrite docs/variables.md
-    scripts/render-variables --check  exit 1 when docs/variables.md is not what the specs render (a unit test runs this)
+    python scripts/render_variables.py          rewrite docs/variables.md
+    python scripts/render_variables.py --check  exit 1 when docs/variables.md is not what the specs render (a unit test runs this)
 
 Everything from the first "## <role>" heading of a host role to the end of the page is generated; the text
 before it (how to set the variables, the runbook's values) is kept as written.
@@ -103,7 +102,7 @@ def main(argv):
     wanted = render(current)
     if "--check" in argv:
         if wanted != current:
-            sys.stderr.write("docs/variables.md is not what the argument specs render: run scripts/render-variables\n")
+            sys.stderr.write("docs/variables.md is not what the argument specs render: run .venv/bin/python scripts/render_variables.py\n")
             return 1
         return 0
     with open(PAGE, "w") as fh:
