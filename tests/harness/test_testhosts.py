@@ -155,10 +155,13 @@ def test_create_refuses_bad_input(two_hosts, tmp_path):
 
 def test_not_root_is_a_clear_error(tmp_path):
     # The system python: the venv's interpreter may live where nobody cannot read it.
+    # The script goes in on stdin: the checkout may sit in a directory nobody cannot read (a 0700 mktemp -d).
+    with open(CLI[1], "rb") as fh:
+        script = fh.read()
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        "/usr/bin/python3", CLI[1]]
-                       + ["create", "--state", str(tmp_path / "x")], stderr=subprocess.PIPE,
-                       check=False)
+                        "/usr/bin/python3", "-"]
+                       + ["create", "--state", str(tmp_path / "x")], input=script, stderr=subprocess.PIPE,
+                       stdout=subprocess.DEVNULL, check=False)
     assert r.returncode == 2
     assert b"must run as root" in r.stderr
 
