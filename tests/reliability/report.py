@@ -81,8 +81,9 @@ def render(d: dict) -> str:
         "<!-- Written by tests/reliability (report.py) from the suite's results; do not edit by hand. -->",
         "# Reliability and security, measured",
         "",
-        "Produced by `make reliability` (part of `make test`): `pytest tests/reliability` against one real systemd",
-        "test host (tests/harness), the vLLM stand-in (tests/standin) and the local Compute API (tests/compute_api).",
+        "Produced by `make reliability`: `pytest tests/reliability` against one real systemd test host",
+        "(tests/harness), the vLLM stand-in (tests/standin) and the local Compute API (tests/compute_api).",
+        "`make test` runs the same suite and writes its results to results/reliability/ only.",
         "Every figure below is what that run observed. Raw results: `tests/reliability/last-results.json`.",
         "",
         "Run: %s, commit `%s`, ansible-core %s, Python %s, %.0f s in all; pytest: %d tests, %d failed."
