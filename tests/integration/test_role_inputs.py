@@ -23,6 +23,7 @@ HARNESS = ROOT / "tests" / "harness" / "testhosts.py"
 STANDIN = ROOT / "tests" / "standin"
 CONVERGE = ROOT / "molecule" / "default" / "converge.yml"
 VALIDATE_ONLY = Path(__file__).with_name("validate_only.yml")
+ROLE_ALONE = Path(__file__).with_name("role_alone.yml")
 
 SNAPSHOT = r"""
 set -u
@@ -124,9 +125,9 @@ def converged(testhost):
     return testhost
 
 
-def _assert_refused(host, extra, words):
+def _assert_refused(host, extra, words, playbook=CONVERGE):
     before = _snapshot(host)
-    res = _playbook(host, CONVERGE, extra)
+    res = _playbook(host, playbook, extra)
     after = _snapshot(host)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-3000:]
@@ -142,6 +143,29 @@ def _assert_refused(host, extra, words):
 @pytest.mark.parametrize(("extra", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_fails_clearly_and_changes_nothing(converged, extra, words):
     _assert_refused(converged, extra, words)
+
+
+# One task of each role's validate.yml: in the converge play (a validation pass, then the roles), each runs once.
+ONE_CHECK_PER_ROLE = [
+    "llmops.gce_vllm.gpu_host : Check that the OS is supported",
+    "llmops.gce_vllm.vllm_server : Check the vLLM API key",
+    "llmops.gce_vllm.ai_server : Check ai_server_backend_internal_token",
+]
+
+
+def test_each_role_validates_once_per_play(converged):
+    res = _playbook(converged, CONVERGE, {})
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "changed=0" in res.stdout, res.stdout[-3000:]
+    for task in ONE_CHECK_PER_ROLE:
+        assert res.stdout.count(f"TASK [{task}]") == 1, f"{task!r} did not run exactly once:\n{res.stdout[-3000:]}"
+
+
+def test_a_role_alone_still_validates_itself(converged):
+    """Without a playbook's validation pass the role's own main.yml checks its inputs before any change."""
+    out = _assert_refused(converged, {"vllm_server_api_key": "changeme"}, ["vllm_server_api_key", "placeholder"],
+                          playbook=ROLE_ALONE)
+    assert out.count("TASK [llmops.gce_vllm.vllm_server : Check the vLLM API key]") == 1
 
 
 # Bad hosts rather than bad variables: the GPU checks come before any change too.
