@@ -102,13 +102,13 @@ def _snapshot(host) -> str:
     return out
 
 
-def _playbook(host, playbook, extra: dict) -> subprocess.CompletedProcess:
+def _playbook(host, playbook, extra: dict, args=()) -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                MOLECULE_EPHEMERAL_DIRECTORY=str(host["state"]), LLMOPS_STANDIN_WHEEL=WHEEL)
     varfile = host["state"] / "extra-vars.json"
     varfile.write_text(json.dumps({**GOOD, **extra}))
     cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(host["inventory"]),
-           "-e", f"@{varfile}", str(playbook)]
+           "-e", f"@{varfile}", *args, str(playbook)]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -125,9 +125,9 @@ def converged(testhost):
     return testhost
 
 
-def _assert_refused(host, extra, words, playbook=CONVERGE):
+def _assert_refused(host, extra, words, playbook=CONVERGE, args=()):
     before = _snapshot(host)
-    res = _playbook(host, playbook, extra)
+    res = _playbook(host, playbook, extra, args)
     after = _snapshot(host)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-3000:]
@@ -166,6 +166,16 @@ def test_a_role_alone_still_validates_itself(converged):
     out = _assert_refused(converged, {"vllm_server_api_key": "changeme"}, ["vllm_server_api_key", "placeholder"],
                           playbook=ROLE_ALONE)
     assert out.count("TASK [llmops.gce_vllm.vllm_server : Check the vLLM API key]") == 1
+
+
+def test_a_phase_tag_still_validates_every_role_first(converged):
+    """--tags of one role's phase: the play's validation pass still checks every role (here ai_server's input)."""
+    _assert_refused(converged, {"ai_server_backend_callback_base_url": "https://backend.example.com/api/v1"},
+                    ["ai_server_backend_callback_base_url", "WITHOUT /v1"], args=("--tags", "vllm_server_configure"))
+    res = _playbook(converged, CONVERGE, {}, ("--tags", "ai_server_configure"))
+    assert res.returncode == 0 and "changed=0" in res.stdout, res.stdout[-3000:]
+    assert "TASK [llmops.gce_vllm.ai_server : Write the AI server systemd unit]" in res.stdout
+    assert "TASK [llmops.gce_vllm.vllm_server : Write the vLLM systemd unit]" not in res.stdout
 
 
 # Bad hosts rather than bad variables: the GPU checks come before any change too.
