@@ -21,7 +21,6 @@ them raises GceError naming the missing package.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import random
@@ -33,9 +32,36 @@ try:
 except ImportError:  # pragma: no cover - ansible is always there in practice
     env_fallback = None
 
+# The rules and resource helpers live in gce_rules.py; they are re-exported here for the callers of gce.py.
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (  # noqa: F401 pylint: disable=unused-import
+    AUTH_KINDS,
+    DEFAULT_SCOPES,
+    DLVM_IMAGE_PROJECT,
+    GPU_MACHINE_FAMILIES,
+    READONLY_SCOPES,
+    RECOMMENDED_GPU_IMAGE_FAMILY,
+    RECOMMENDED_GPU_IMAGE_PROJECT,
+    Names,
+    api_option_problems,
+    basename,
+    check_api_endpoint,
+    check_cidrs,
+    check_gpu_setup,
+    check_labels,
+    check_name,
+    check_ports,
+    check_project,
+    check_zone,
+    has_gpu,
+    image_path,
+    machine_family,
+    network_path,
+    open_to_world,
+    service_account_source_problems,
+    zone_region,
+)
+
 DEFAULT_API_ENDPOINT = "https://compute.googleapis.com/compute/v1/"
-DEFAULT_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-AUTH_KINDS = ("application", "serviceaccount", "accesstoken", "machineaccount")
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 MAX_BACKOFF = 32.0
 MAX_RETRY_AFTER = 60.0
@@ -110,110 +136,13 @@ class GceOperationError(GceError):
         for err in errors or []:
             parts.append("%s: %s" % (err.get("code", "?"), err.get("message", "")))
         text = "operation %s (%s %s) failed: %s" % (
-            operation.get("name"), operation.get("operationType"), _basename(operation.get("targetLink")),
+            operation.get("name"), operation.get("operationType"), basename(operation.get("targetLink")),
             "; ".join(parts) or json.dumps(errors))
         super(GceOperationError, self).__init__(text)
 
 
 class GceTimeoutError(GceError):
     """An operation did not reach DONE in time."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def _basename(link):
-    if not link:
-        return link
-    return str(link).rstrip("/").rsplit("/", 1)[-1]
-
-
-basename = _basename
-
-_ZONE_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
-_REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_PROJECT_RE = re.compile(r"^([a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
-_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
-
-
-def check_zone(zone, name="zone"):
-    """None when `zone` looks like a Compute zone (asia-northeast3-a), else the error message."""
-    if not isinstance(zone, str) or not _ZONE_RE.match(zone):
-        return ("%s: %r is not a zone name; write REGION-LETTER such as asia-northeast3-a "
-                "(gcloud compute zones list)" % (name, zone))
-    return None
-
-
-def zone_region(zone):
-    return zone.rsplit("-", 1)[0]
-
-
-def check_name(value, name="name"):
-    """None when `value` is a valid resource name (RFC 1035: lowercase, digits, hyphens, <= 63)."""
-    if not isinstance(value, str) or not _NAME_RE.match(value):
-        return ("%s: %r is not a valid resource name; use 1-63 lowercase letters, digits and hyphens, starting "
-                "with a letter and not ending with a hyphen (RFC 1035)" % (name, value))
-    return None
-
-
-def check_project(value, name="project"):
-    if not isinstance(value, str) or not _PROJECT_RE.match(value):
-        return ("%s: %r is not a project ID; a project ID has 6-30 lowercase letters, digits and hyphens "
-                "and starts with a letter (gcloud projects list)" % (name, value))
-    return None
-
-
-def check_ports(ports, name="ports"):
-    """None when every entry is "PORT" or "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535, else the message."""
-    if ports is None:
-        return None
-    if not isinstance(ports, (list, tuple)):
-        return "%s: expected a list of ports such as [\"8000\", \"8001\"] or [\"8000-8001\"], got %r" % (name, ports)
-    for port in ports:
-        text = str(port).strip() if isinstance(port, (str, int)) and not isinstance(port, bool) else None
-        m = _PORT_RE.match(text) if text is not None else None
-        if m:
-            low = int(m.group(1))
-            high = int(m.group(2)) if m.group(2) else low
-            if 1 <= low <= high <= 65535:
-                continue
-        return ("%s: %r is not a port or a port range; write \"8000\" or \"8000-8001\" "
-                "(1-65535, low before high)" % (name, port))
-    return None
-
-
-def check_cidrs(ranges, name="source_ranges"):
-    """None when every entry is an IPv4/IPv6 CIDR range (host bits clear), else the message."""
-    if not isinstance(ranges, (list, tuple)):
-        return "%s: expected a list of CIDR ranges such as [\"203.0.113.0/24\"], got %r" % (name, ranges)
-    for value in ranges:
-        try:
-            if "/" not in str(value):
-                raise ValueError("no prefix length")
-            ipaddress.ip_network(str(value), strict=True)
-        except ValueError as e:
-            return ("%s: %r is not a CIDR range (%s); write an address with a prefix length such as "
-                    "203.0.113.0/24 or 10.128.0.0/9" % (name, value, e))
-    return None
-
-
-def open_to_world(ranges):
-    """True when a range of `ranges` is the whole IPv4 or IPv6 internet."""
-    return any(str(r).strip() in ("0.0.0.0/0", "::/0") for r in ranges or ())
-
-
-def check_labels(labels, name="labels"):
-    if not isinstance(labels, dict):
-        return "%s: expected a mapping of label keys to values, got %r" % (name, labels)
-    for key, value in labels.items():
-        if not _LABEL_KEY_RE.match(str(key)):
-            return ("%s: key %r is not a label key; use 1-63 lowercase letters, digits, '_' and '-', starting "
-                    "with a letter" % (name, key))
-        if not _LABEL_VALUE_RE.match(str(value)):
-            return ("%s: value %r of key %r is not a label value; use up to 63 lowercase letters, digits, "
-                    "'_' and '-'" % (name, value, key))
-    return None
 
 
 # --------------------------------------------------------------------------------------------- client
@@ -239,42 +168,14 @@ def _import_google_auth():
     return google
 
 
-def load_service_account_info(service_account_file=None, service_account_contents=None):
-    """The parsed service-account key, checked: the file exists, is JSON, is a service-account key."""
-    if service_account_contents not in (None, ""):
-        source = "service_account_contents"
-        if isinstance(service_account_contents, dict):
-            info = service_account_contents
-        else:
-            try:
-                info = json.loads(service_account_contents)
-            except ValueError as e:
-                raise GceAuthError("service_account_contents is not valid JSON (%s); pass the whole key file "
-                                   "created by 'gcloud iam service-accounts keys create'" % e)
-    elif service_account_file:
-        source = "credentials file %s" % service_account_file
-        path = os.path.expanduser(service_account_file)
-        if not os.path.exists(path):
-            raise GceAuthError("credentials file %s does not exist; set service_account_file (or "
-                               "GCP_SERVICE_ACCOUNT_FILE) to the path of a service-account key JSON file"
-                               % service_account_file)
-        try:
-            with open(path, "rb") as f:
-                info = json.loads(f.read().decode("utf-8"))
-        except (OSError, IOError) as e:
-            raise GceAuthError("credentials file %s cannot be read: %s" % (service_account_file, e))
-        except ValueError as e:
-            raise GceAuthError("credentials file %s is not valid JSON (%s); set service_account_file to a "
-                               "service-account key file created by 'gcloud iam service-accounts keys create'"
-                               % (service_account_file, e))
-    else:
-        raise GceAuthError("auth_kind=serviceaccount needs service_account_file (or GCP_SERVICE_ACCOUNT_FILE) "
-                           "or service_account_contents")
-    if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise GceAuthError("%s is not a service-account key: its \"type\" must be \"service_account\"" % source)
-    missing = [k for k in ("client_email", "private_key", "token_uri") if not info.get(k)]
-    if missing:
-        raise GceAuthError("%s is not a complete service-account key: missing %s" % (source, ", ".join(missing)))
+def load_service_account_info(service_account_file=None, service_account_contents=None, names=None):
+    """The parsed service-account key, checked: the file exists, is JSON, is a service-account key.
+
+    Raises GceAuthError; `names` (a gce_rules.Names) names the options as the caller's user knows them.
+    """
+    info, errors = service_account_source_problems(service_account_file, service_account_contents, names)
+    if errors:
+        raise GceAuthError("; ".join(errors))
     return info
 
 
@@ -294,9 +195,9 @@ class GceClient(object):
         self.auth_kind = auth_kind or "application"
         self.scopes = list(scopes or DEFAULT_SCOPES)
         self.api_endpoint = (api_endpoint or os.environ.get("GCE_API_ENDPOINT") or DEFAULT_API_ENDPOINT)
-        if not re.match(r"^https?://", self.api_endpoint):
-            raise GceError("api_endpoint: %r is not an http(s) URL such as %s" % (self.api_endpoint,
-                                                                                  DEFAULT_API_ENDPOINT))
+        err = check_api_endpoint(self.api_endpoint)
+        if err:
+            raise GceError(err)
         if not self.api_endpoint.endswith("/"):
             self.api_endpoint += "/"
         self.timeout = float(timeout if timeout is not None else 30)
@@ -315,12 +216,12 @@ class GceClient(object):
     # ----------------------------------------------------------------- credentials
     def _build_credentials(self, sa_file, sa_contents, sa_email, access_token):
         kind = self.auth_kind
-        if kind not in AUTH_KINDS:
-            raise GceAuthError("auth_kind: %r is not one of %s" % (kind, ", ".join(AUTH_KINDS)))
+        if kind != "serviceaccount":  # the key file is read once, below
+            errors = api_option_problems({"auth_kind": kind, "access_token": access_token}, require_project=False,
+                                         environ={})[0]
+            if errors:
+                raise GceAuthError("; ".join(errors))
         if kind == "accesstoken":
-            if not access_token:
-                raise GceAuthError("auth_kind=accesstoken needs access_token (or GCP_ACCESS_TOKEN), e.g. the "
-                                   "output of 'gcloud auth print-access-token'")
             self._static_token = access_token
             return
         if kind == "serviceaccount":
@@ -510,9 +411,9 @@ class GceClient(object):
         if not project:
             raise GceError("operation %s has neither selfLink nor targetLink" % name)
         if operation.get("zone"):
-            return "projects/%s/zones/%s/operations/%s" % (project, _basename(operation["zone"]), name)
+            return "projects/%s/zones/%s/operations/%s" % (project, basename(operation["zone"]), name)
         if operation.get("region"):
-            return "projects/%s/regions/%s/operations/%s" % (project, _basename(operation["region"]), name)
+            return "projects/%s/regions/%s/operations/%s" % (project, basename(operation["region"]), name)
         return "projects/%s/global/operations/%s" % (project, name)
 
     def wait(self, operation, timeout=600, poll_interval=1.0):
@@ -528,7 +429,7 @@ class GceClient(object):
         while op.get("status") != "DONE":
             if time.monotonic() >= deadline:
                 raise GceTimeoutError("operation %s (%s %s) is still %s after %ss" % (
-                    op.get("name"), op.get("operationType"), _basename(op.get("targetLink")), op.get("status"),
+                    op.get("name"), op.get("operationType"), basename(op.get("targetLink")), op.get("status"),
                     timeout))
             if use_wait:
                 try:
@@ -568,10 +469,7 @@ def client_from_module(module, require_project=True, **extra):
     """A GceClient from an AnsibleModule's GCE_AUTH_ARGSPEC options; fails the module on a bad setup."""
     params = module.params
     if require_project:
-        if not params.get("project"):
-            module.fail_json(msg="project is required: set project (or the GCP_PROJECT environment variable) "
-                                 "to the ID of the Google Cloud project")
-        err = check_project(params["project"])
+        err = check_project(params.get("project"))
         if err:
             module.fail_json(msg=err)
     kwargs = client_kwargs(params)
@@ -580,58 +478,3 @@ def client_from_module(module, require_project=True, **extra):
         return GceClient(**kwargs)
     except GceError as e:
         module.fail_json(msg=str(e))
-
-
-# --------------------------------------------------------------------------------------------- GPU rules
-DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
-RECOMMENDED_GPU_IMAGE_PROJECT = "ubuntu-os-accelerator-images"
-RECOMMENDED_GPU_IMAGE_FAMILY = "ubuntu-accelerator-2204-amd64-with-nvidia-580"
-# machine-type families that always carry GPUs (accelerator-optimized)
-GPU_MACHINE_FAMILIES = ("a2", "a3", "a4", "g2", "g4")
-
-
-def machine_family(machine_type):
-    return _basename(machine_type or "").split("-", 1)[0]
-
-
-def check_gpu_setup(machine_type=None, accelerators=None, on_host_maintenance=None, image_project=None,
-                    machine_type_name="machine_type", accelerators_name="accelerators",
-                    maintenance_name="scheduling.on_host_maintenance", image_project_name="image_project"):
-    """The runbook's hardware rules, checked before any API call; a list of error messages (empty = fine).
-
-    - nvidia-l4 attaches only to G2 machine types;
-    - a VM with GPUs (accelerators, or an accelerator-optimized machine type) cannot live-migrate: it needs
-      on_host_maintenance TERMINATE;
-    - Deep Learning VM images (deeplearning-platform-release) do not work on G2.
-    """
-    errors = []
-    family = machine_family(machine_type) if machine_type else None
-    accelerators = accelerators or []
-    for acc in accelerators:
-        acc_type = _basename(str((acc or {}).get("type") or ""))
-        if acc_type.startswith("nvidia-l4") and family and family != "g2":
-            errors.append("%s: %s cannot carry %s; NVIDIA L4 GPUs attach only to G2 machine types (g2-standard-4, "
-                          "g2-standard-8, ...). Set %s to a G2 type such as g2-standard-4."
-                          % (machine_type_name, machine_type, acc_type, machine_type_name))
-    has_gpu = any(int((a or {}).get("count") or 0) > 0 for a in accelerators) or family in GPU_MACHINE_FAMILIES
-    if has_gpu and str(on_host_maintenance or "").upper() == "MIGRATE":
-        errors.append("%s: MIGRATE is impossible for a VM with GPUs (%s): Compute Engine cannot live-migrate GPUs, "
-                      "so a GPU VM must stop for host maintenance. Set %s to TERMINATE (with automatic_restart: "
-                      "true, the runbook's --maintenance-policy=TERMINATE --restart-on-failure)."
-                      % (maintenance_name, machine_type or accelerators_name, maintenance_name))
-    if image_project == DLVM_IMAGE_PROJECT and family == "g2":
-        errors.append("%s: Deep Learning VM images (%s) do not work on G2 machine types (the runbook's "
-                      "troubleshooting B-1: creating the VM fails). Use the %s project, e.g. image family %s "
-                      "(NVIDIA driver 580 preinstalled)." % (image_project_name, DLVM_IMAGE_PROJECT,
-                                                             RECOMMENDED_GPU_IMAGE_PROJECT,
-                                                             RECOMMENDED_GPU_IMAGE_FAMILY))
-    return errors
-
-
-def image_path(image=None, image_family=None, image_project=None, project=None):
-    """The API path that resolves a boot image: an image name/URL, or images/family/FAMILY (newest image)."""
-    if image:
-        if "/" in image:
-            return image
-        return "projects/%s/global/images/%s" % (image_project or project, image)
-    return "projects/%s/global/images/family/%s" % (image_project or project, image_family)

@@ -157,85 +157,34 @@ self_link:
   sample: https://www.googleapis.com/compute/v1/projects/my-project/global/firewalls/allow-ai-server-ports
 '''
 
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     GCE_AUTH_ARGSPEC,
     GceError,
-    check_cidrs,
-    check_name,
-    check_ports,
     client_from_module,
-    open_to_world,
 )
-
-_PROTOCOLS = ("tcp", "udp", "icmp", "esp", "ah", "sctp", "ipip", "all")
-_PORT_PROTOCOLS = ("tcp", "udp", "sctp")
-
-
-def _network_path(network):
-    m = re.search(r"(?:^|/)((?:projects/[^/]+/)?global/networks/[^/]+)$", network)
-    if m:
-        return m.group(1)
-    return "global/networks/%s" % network
-
-
-def _network_id(link, project):
-    """(project, network name) of a network link, path or name."""
-    m = re.search(r"(?:projects/([^/]+)/)?global/networks/([^/]+)$", link or "")
-    if m:
-        return (m.group(1) or project, m.group(2))
-    return (project, link)
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
+    FIREWALL_OPTIONS,
+    firewall_problems,
+    network_id,
+    network_path,
+)
 
 
 def validate(module):
-    p = module.params
-    errors = []
-    err = check_name(p["name"], "name")
-    if err:
-        errors.append(err)
-    if p["state"] == "present":
-        if not 0 <= p["priority"] <= 65535:
-            errors.append("priority: %s is out of range; use 0 (highest) to 65535" % p["priority"])
-        if not p["allowed"]:
-            errors.append("allowed: required with state=present, e.g. [{ip_protocol: tcp, ports: ['8000', '8001']}]")
-        for i, rule in enumerate(p["allowed"] or []):
-            proto = str(rule["ip_protocol"]).lower()
-            if proto not in _PROTOCOLS and not proto.isdigit():
-                errors.append("allowed[%d].ip_protocol: %r is not one of %s or a protocol number"
-                              % (i, rule["ip_protocol"], ", ".join(_PROTOCOLS)))
-            if rule.get("ports"):
-                if proto not in _PORT_PROTOCOLS:
-                    errors.append("allowed[%d].ports: ports apply only to tcp, udp and sctp, not %s" % (i, proto))
-                err = check_ports(rule["ports"], "allowed[%d].ports" % i)
-                if err:
-                    errors.append(err)
-        for key in ("source_ranges", "destination_ranges"):
-            if p[key] is not None:
-                err = check_cidrs(p[key], key)
-                if err:
-                    errors.append(err)
-        for key in ("source_tags", "target_tags"):
-            for tag in p[key] or []:
-                err = check_name(tag, key)
-                if err:
-                    errors.append(err)
-        if p["direction"] == "INGRESS" and not p["source_ranges"] and not p["source_tags"]:
-            errors.append("source_ranges: required for an INGRESS rule (the API would otherwise open %s to "
-                          "0.0.0.0/0, the whole internet). Give the ranges that may connect, e.g. "
-                          "['203.0.113.0/24']; write ['0.0.0.0/0'] only if the whole internet really should."
-                          % p["name"])
-        if p["direction"] == "EGRESS" and p["source_tags"]:
-            errors.append("source_tags: not allowed on an EGRESS rule")
+    """The rules of gce_rules.firewall_problems (the ones gce_preflight checks for a whole plan)."""
+    errors, warnings = firewall_problems(module.params)
     if errors:
         module.fail_json(msg="; ".join(errors), errors=errors)
+    for warning in warnings:
+        module.warn(warning)
 
 
 def desired_body(p):
     body = {
         "name": p["name"],
-        "network": _network_path(p["network"]),
+        "network": network_path(p["network"]),
         "direction": p["direction"],
         "priority": p["priority"],
         "allowed": [],
@@ -285,37 +234,17 @@ def _view(resource):
             "destinationRanges", "targetTags", "description")
     out = dict((k, resource[k]) for k in keys if k in resource)
     if "network" in out:
-        out["network"] = _network_id(out["network"], None)[1]
+        out["network"] = network_id(out["network"], None)[1]
     return out
 
 
 def main():
     argument_spec = dict(GCE_AUTH_ARGSPEC)
-    argument_spec.update(
-        name=dict(type="str", required=True),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        network=dict(type="str", default="default"),
-        direction=dict(type="str", choices=["INGRESS", "EGRESS"], default="INGRESS"),
-        priority=dict(type="int", default=1000),
-        allowed=dict(type="list", elements="dict", options=dict(
-            ip_protocol=dict(type="str", required=True),
-            ports=dict(type="list", elements="str"),
-        )),
-        source_ranges=dict(type="list", elements="str"),
-        source_tags=dict(type="list", elements="str"),
-        destination_ranges=dict(type="list", elements="str"),
-        target_tags=dict(type="list", elements="str"),
-        description=dict(type="str"),
-        operation_timeout=dict(type="int", default=300),
-    )
+    argument_spec.update(FIREWALL_OPTIONS)
+    argument_spec.update(operation_timeout=dict(type="int", default=300))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     validate(module)
-    if p["state"] == "present" and open_to_world(p["source_ranges"]):
-        module.warn("firewall rule %s opens %s to the whole internet (source range 0.0.0.0/0). Restrict "
-                    "source_ranges to the networks that need access." % (
-                        p["name"], ", ".join("%s:%s" % (r["ip_protocol"], ",".join(r.get("ports") or ["all"]))
-                                             for r in p["allowed"] or [])))
     client = client_from_module(module)
     path = client.project_path("global", "firewalls", p["name"])
     result = dict(changed=False, name=p["name"], action="none")
@@ -333,7 +262,7 @@ def main():
         desired = desired_body(p)
         if existing is None:
             action = "created"
-        elif (_network_id(existing.get("network"), client.project) != _network_id(desired["network"], client.project)
+        elif (network_id(existing.get("network"), client.project) != network_id(desired["network"], client.project)
               or existing.get("direction", "INGRESS") != desired["direction"]):
             action = "recreated"
         else:

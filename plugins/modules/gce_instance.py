@@ -237,71 +237,40 @@ instance:
   type: dict
 '''
 
-import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     GCE_AUTH_ARGSPEC,
     GceError,
-    basename,
-    check_gpu_setup,
-    check_labels,
-    check_name,
-    check_zone,
     client_from_module,
-    image_path,
-    machine_family,
 )
-
-_GPU_FAMILIES_WITH_BUILTIN = ("g2", "a2", "a3", "a4", "g4")
-_METADATA_KEY_RE = r"^[a-zA-Z0-9_-]{1,128}$"
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
+    INSTANCE_OPTIONS,
+    basename,
+    has_gpu,
+    image_path,
+    image_problems,
+    instance_create_problems,
+    instance_problems,
+    internal_ip,
+    nat_ip,
+    network_path,
+)
 
 
 def validate(module):
+    """The rules of gce_rules.instance_problems (the ones gce_preflight checks for a whole plan)."""
     p = module.params
-    errors = []
-    for err in (check_name(p["name"], "name"), check_zone(p["zone"], "zone")):
-        if err:
-            errors.append(err)
-    creating_args = p["state"] in ("present", "started")
-    sched = p["scheduling"] or {}
-    boot = p["boot_disk"] or {}
-    if creating_args:
-        if p["machine_type"] and not re.match(r"^[a-z0-9]+(-[a-z0-9]+)+$", basename(p["machine_type"])):
-            errors.append("machine_type: %r is not a machine type name such as g2-standard-4" % p["machine_type"])
-        for i, acc in enumerate(p["accelerators"]):
-            if acc["count"] < 1:
-                errors.append("accelerators[%d].count: must be at least 1" % i)
-        errors.extend(check_gpu_setup(p["machine_type"], p["accelerators"], sched.get("on_host_maintenance"),
-                                      boot.get("image_project"), image_project_name="boot_disk.image_project"))
-        if boot:
-            if boot.get("image") and boot.get("image_family"):
-                errors.append("boot_disk: give image or image_family, not both")
-            if boot.get("size_gb") is not None and boot["size_gb"] < 10:
-                errors.append("boot_disk.size_gb: %s is too small; a boot disk has at least 10 GB" % boot["size_gb"])
-    if p["labels"] is not None:
-        err = check_labels(p["labels"])
-        if err:
-            errors.append(err)
-    for tag in p["tags"] or []:
-        err = check_name(tag, "tags")
-        if err:
-            errors.append(err)
-    for key in (p["metadata"] or {}):
-        if not re.match(_METADATA_KEY_RE, str(key)):
-            errors.append("metadata: key %r is not valid; use letters, digits, '-' and '_' (at most 128)" % key)
+    errors = instance_problems(p, creating=p["state"] in ("present", "started"))
     if errors:
         module.fail_json(msg="; ".join(errors), errors=errors)
 
 
-def has_gpu(p):
-    return bool(p["accelerators"]) or machine_family(p["machine_type"]) in _GPU_FAMILIES_WITH_BUILTIN
-
-
 def desired_scheduling(p):
     sched = p["scheduling"] or {}
-    ohm = sched.get("on_host_maintenance") or ("TERMINATE" if has_gpu(p) else "MIGRATE")
+    ohm = sched.get("on_host_maintenance") or ("TERMINATE" if has_gpu(p["machine_type"], p["accelerators"])
+                                               else "MIGRATE")
     restart = sched.get("automatic_restart")
     return {"onHostMaintenance": ohm, "automaticRestart": True if restart is None else bool(restart)}
 
@@ -311,13 +280,7 @@ def metadata_dict(inst):
 
 
 def addresses(inst):
-    nic = ((inst or {}).get("networkInterfaces") or [{}])[0]
-    nat = None
-    for ac in nic.get("accessConfigs") or []:
-        if ac.get("natIP"):
-            nat = ac["natIP"]
-            break
-    return nic.get("networkIP"), nat
+    return internal_ip(inst), nat_ip(inst)
 
 
 def gpus(inst):
@@ -370,27 +333,14 @@ class InstanceManager(object):
     # ------------------------------------------------------------- create
     def resolve_image(self):
         boot = self.p["boot_disk"] or {}
-        if not (boot.get("image") or boot.get("image_family")):
-            self.module.fail_json(msg="boot_disk: image_family (with image_project) or image is required to create "
-                                      "instance %s, e.g. image_family: ubuntu-accelerator-2204-amd64-with-nvidia-580, "
-                                      "image_project: ubuntu-os-accelerator-images" % self.p["name"])
-        path = image_path(boot.get("image"), boot.get("image_family"), boot.get("image_project"), self.client.project)
-        image = self.client.get(path)
-        if image is None:
-            what = ("image family %s" % boot["image_family"]) if boot.get("image_family") else ("image %s" % boot["image"])
-            self.module.fail_json(msg="boot_disk: %s has no usable image in project %s (families change: list them "
-                                      "with gcloud compute images list --project %s --no-standard-images)"
-                                      % (what, boot.get("image_project") or self.client.project,
-                                         boot.get("image_project") or self.client.project))
-        state = (image.get("deprecated") or {}).get("state")
-        if state in ("OBSOLETE", "DELETED"):
-            self.module.fail_json(msg="boot_disk: image %s is %s" % (image.get("name"), state.lower()))
-        if state == "DEPRECATED":
-            self.module.warn("boot image %s is deprecated" % image.get("name"))
-        size = (boot.get("size_gb") or 10)
-        if image.get("diskSizeGb") and size < int(image["diskSizeGb"]):
-            self.module.fail_json(msg="boot_disk.size_gb: %s GB is smaller than image %s (%s GB)"
-                                      % (size, image.get("name"), image["diskSizeGb"]))
+        project = boot.get("image_project") or self.client.project
+        image = self.client.get(image_path(boot.get("image"), boot.get("image_family"), project, self.client.project))
+        what = ("image family %s" % boot["image_family"]) if boot.get("image_family") else ("image %s" % boot["image"])
+        errors, warnings = image_problems(image, what, project, boot.get("size_gb"))
+        if errors:
+            self.module.fail_json(msg="; ".join(errors))
+        for warning in warnings:
+            self.module.warn(warning)
         return image
 
     def create_body(self, image):
@@ -410,7 +360,7 @@ class InstanceManager(object):
                 },
             }],
             "scheduling": desired_scheduling(p),
-            "networkInterfaces": [{"network": self.network_path()}],
+            "networkInterfaces": [{"network": network_path(self.p["network"])}],
         }
         if p["external_ip"]:
             body["networkInterfaces"][0]["accessConfigs"] = [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}]
@@ -430,20 +380,11 @@ class InstanceManager(object):
                                         "scopes": list(p["service_account_scopes"])}]
         return body
 
-    def network_path(self):
-        net = self.p["network"]
-        if "/" in net:
-            idx = net.find("projects/")
-            if idx >= 0:
-                return net[idx:]
-            idx = net.find("global/networks/")
-            return net[idx:] if idx >= 0 else net
-        return "global/networks/%s" % net
-
     def create(self):
         p = self.p
-        if not p["machine_type"]:
-            self.module.fail_json(msg="machine_type is required to create instance %s (e.g. g2-standard-4)" % p["name"])
+        errors = instance_create_problems(p)
+        if errors:
+            self.module.fail_json(msg="; ".join(errors), errors=errors)
         image = self.resolve_image()
         self.image = image.get("selfLink")
         self.actions.append("create")
@@ -483,7 +424,7 @@ class InstanceManager(object):
                                                        "fingerprint": (inst.get("metadata") or {}).get("fingerprint")})
         want_sched = desired_scheduling(p)
         cur_sched = inst.get("scheduling") or {}
-        if p["scheduling"] is not None or has_gpu(p):
+        if p["scheduling"] is not None or has_gpu(p["machine_type"], p["accelerators"]):
             if any(cur_sched.get(k) != v for k, v in want_sched.items()):
                 self.actions.append("setScheduling")
                 if not check:
@@ -573,35 +514,9 @@ class InstanceManager(object):
 
 def main():
     argument_spec = dict(GCE_AUTH_ARGSPEC)
+    argument_spec.update(INSTANCE_OPTIONS)
     argument_spec.update(
-        name=dict(type="str", required=True),
-        zone=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent", "started", "stopped", "terminated"]),
-        machine_type=dict(type="str"),
-        accelerators=dict(type="list", elements="dict", default=[], options=dict(
-            type=dict(type="str", required=True),
-            count=dict(type="int", default=1),
-        )),
-        boot_disk=dict(type="dict", options=dict(
-            image=dict(type="str"),
-            image_family=dict(type="str"),
-            image_project=dict(type="str"),
-            size_gb=dict(type="int", default=10),
-            type=dict(type="str", default="pd-balanced"),
-            auto_delete=dict(type="bool", default=True),
-        )),
-        scheduling=dict(type="dict", options=dict(
-            on_host_maintenance=dict(type="str", choices=["TERMINATE", "MIGRATE"]),
-            automatic_restart=dict(type="bool", default=True),
-        )),
-        network=dict(type="str", default="default"),
-        external_ip=dict(type="bool", default=True),
-        tags=dict(type="list", elements="str"),
-        labels=dict(type="dict"),
-        metadata=dict(type="dict"),
-        service_account_email=dict(type="str"),
-        service_account_scopes=dict(type="list", elements="str",
-                                    default=["https://www.googleapis.com/auth/cloud-platform"]),
         operation_timeout=dict(type="int", default=900),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

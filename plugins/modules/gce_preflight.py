@@ -7,15 +7,22 @@ from __future__ import annotations
 
 DOCUMENTATION = r'''
 module: gce_preflight
-short_description: Check that a GPU VM can be created before creating anything
+short_description: Check a whole GPU VM plan (VM, firewall rules, credentials) before creating anything
 version_added: 0.1.0
 description:
   - Read-only checks of the runbook's section 2 against the project, before anything is created.
-  - First, without any API call, the rules. C(nvidia-l4) needs a G2 machine type; Deep Learning VM images
-    (C(deeplearning-platform-release)) do not work on G2; the zone name must be well formed.
+  - "First, without any API call, every rule of the whole plan: each firewall rule of O(firewalls), the VM of
+    O(instance) (or the single options O(zone), O(machine_type), O(accelerator_type), ...), and the connection
+    options (project set and well formed, what O(auth_kind) needs, the service-account key file exists and is a
+    JSON key, an access token is given). These are the very checks M(llmops.gce_vllm.gce_instance) and
+    M(llmops.gce_vllm.gce_firewall) run on their own options (module_utils C(gce_rules)): C(nvidia-l4) needs a
+    G2 machine type, a VM with GPUs needs C(on_host_maintenance=TERMINATE), Deep Learning VM images
+    (C(deeplearning-platform-release)) do not work on G2, names, zones, ports, CIDR ranges, labels."
+  - Every problem is collected; the module fails once, listing them all, each naming the input as O(names)
+    says (a role passes its variable names) and the fix. A firewall rule open to C(0.0.0.0/0) is a warning.
   - Then through the API. The zone exists; the machine type exists in the zone (and what GPUs it carries);
     the accelerator type exists in the zone (acceleratorTypes) and the count fits; the image family resolves
-    to its newest image (images.getFromFamily), which is returned.
+    to its newest image (images.getFromFamily), which is returned, and the boot disk is not smaller than it.
   - Never changes anything (C(changed=false)).
 author:
   - llmops team (@llmops)
@@ -29,14 +36,190 @@ attributes:
     support: none
     description: Read-only; nothing to show.
 options:
+  instance:
+    description:
+      - The VM of the plan, with the options of M(llmops.gce_vllm.gce_instance) (as for O(state=present)).
+      - Mutually exclusive with the single options O(zone), O(machine_type), O(accelerator_type),
+        O(image_family), O(image) and O(image_project).
+    type: dict
+    suboptions:
+      name:
+        description: Name of the instance (RFC 1035).
+        type: str
+        required: true
+      zone:
+        description: Zone of the instance, for example V(asia-northeast3-a).
+        type: str
+        required: true
+      machine_type:
+        description: Machine type, for example V(g2-standard-4). Required to create the instance.
+        type: str
+      accelerators:
+        description:
+          - GPUs to attach. G2 machine types come with their L4 GPUs; listing them (the runbook's
+            C(--accelerator=type=nvidia-l4,count=1)) is accepted when it matches.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          type:
+            description: Accelerator type, for example V(nvidia-l4).
+            type: str
+            required: true
+          count:
+            description: Number of GPUs.
+            type: int
+            default: 1
+      boot_disk:
+        description: The boot disk, used when the instance is created.
+        type: dict
+        suboptions:
+          image:
+            description: An image name (in O(boot_disk.image_project)) or an image URL. Mutually exclusive with O(boot_disk.image_family).
+            type: str
+          image_family:
+            description: An image family, resolved to its newest image at creation (images.getFromFamily).
+            type: str
+          image_project:
+            description: Project of the image or family, for example V(ubuntu-os-accelerator-images). Defaults to O(project).
+            type: str
+          size_gb:
+            description: Size in GB (at least 10, and not smaller than the image).
+            type: int
+            default: 10
+          type:
+            description: Disk type, for example V(pd-ssd) or V(pd-balanced).
+            type: str
+            default: pd-balanced
+          auto_delete:
+            description: Delete the disk with the instance.
+            type: bool
+            default: true
+      scheduling:
+        description: Scheduling. With GPUs, O(scheduling.on_host_maintenance) must be V(TERMINATE) (its default then).
+        type: dict
+        suboptions:
+          on_host_maintenance:
+            description: V(TERMINATE) or V(MIGRATE). Default V(TERMINATE) with GPUs, else V(MIGRATE).
+            type: str
+            choices: [TERMINATE, MIGRATE]
+          automatic_restart:
+            description: Restart the VM after a host event or crash.
+            type: bool
+            default: true
+      network:
+        description: VPC network of the first interface (name, or C(global/networks/NAME) path or URL).
+        type: str
+        default: default
+      external_ip:
+        description: Give the VM an ephemeral external IP (ONE_TO_ONE_NAT access config).
+        type: bool
+        default: true
+      tags:
+        description: Network tags (the firewall rules target them). Managed exactly when given.
+        type: list
+        elements: str
+      labels:
+        description: Labels. Managed exactly when given.
+        type: dict
+      metadata:
+        description:
+          - Metadata items. The keys given are set to the values given; other keys already on the instance are kept.
+        type: dict
+      service_account_email:
+        description: Service account of the VM (used at creation). Omit for none.
+        type: str
+      service_account_scopes:
+        description: OAuth scopes of the VM's service account (used at creation).
+        type: list
+        elements: str
+        default: ['https://www.googleapis.com/auth/cloud-platform']
+  firewalls:
+    description:
+      - The firewall rules of the plan, each with the options of M(llmops.gce_vllm.gce_firewall).
+      - Their rules are checked before any API call; the API is not asked about them.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the firewall rule (RFC 1035, for example V(allow-ai-server-ports)).
+        type: str
+        required: true
+      state:
+        description: Whether the rule should exist.
+        type: str
+        choices: [present, absent]
+        default: present
+      network:
+        description: The VPC network, as a name (V(default)) or a C(global/networks/NAME) path or URL.
+        type: str
+        default: default
+      direction:
+        description: Direction of the traffic the rule applies to.
+        type: str
+        choices: [INGRESS, EGRESS]
+        default: INGRESS
+      priority:
+        description: Priority, 0 (highest) to 65535.
+        type: int
+        default: 1000
+      allowed:
+        description:
+          - What the rule allows. Required with O(state=present).
+        type: list
+        elements: dict
+        suboptions:
+          ip_protocol:
+            description: V(tcp), V(udp), V(icmp), V(esp), V(ah), V(sctp), V(ipip), V(all), or a protocol number.
+            type: str
+            required: true
+          ports:
+            description:
+              - Ports or port ranges, for example V([8000, 8001]) or V(["8000-8001"]). Only for tcp, udp and
+                sctp. Omit for every port.
+              - A list of numbers or strings; unlike M(llmops.gce_vllm.gce_firewall), a comma-separated string
+                such as V("8000,8001") is refused rather than split, so that a mistyped variable is caught.
+            type: raw
+      source_ranges:
+        description:
+          - Source CIDR ranges (IPv4 or IPv6) for an C(INGRESS) rule, for example V(["203.0.113.0/24"]).
+          - Required for an C(INGRESS) rule unless O(source_tags) is set. V(0.0.0.0/0) (the whole internet) must
+            be written explicitly and gives a warning.
+        type: list
+        elements: str
+      source_tags:
+        description: Network tags of source instances (INGRESS only).
+        type: list
+        elements: str
+      destination_ranges:
+        description: Destination CIDR ranges (EGRESS rules).
+        type: list
+        elements: str
+      target_tags:
+        description: Network tags of the instances the rule applies to. Omit for every instance of the network.
+        type: list
+        elements: str
+      description:
+        description: Description of the rule.
+        type: str
+  names:
+    description:
+      - How messages name each input, keyed by option path, for example
+        V({"instance.zone": "gce_vllm_zone", "firewalls.0.source_ranges": "gce_vllm_ai_source_ranges",
+        "firewalls.0.allowed.0.ports": "gce_vllm_ai_ports", "project": "gce_vllm_project"}).
+      - A list index is a path element (V(firewalls.0.name)). An input without an entry is named by its path.
+    type: dict
+    default: {}
   zone:
-    description: Zone, for example V(asia-northeast3-a).
+    description:
+      - Zone, for example V(asia-northeast3-a), when the VM is not given as O(instance).
+      - Required with O(machine_type).
     type: str
-    required: true
   machine_type:
-    description: Machine type, for example V(g2-standard-4).
+    description:
+      - Machine type, for example V(g2-standard-4), when the VM is not given as O(instance).
+      - Required with O(zone).
     type: str
-    required: true
   accelerator_type:
     description: Accelerator type, for example V(nvidia-l4). Omit for a VM without GPUs.
     type: str
@@ -53,6 +236,8 @@ options:
   image_project:
     description: Project of the image family, for example V(ubuntu-os-accelerator-images). Defaults to O(project).
     type: str
+notes:
+  - One of O(instance), O(zone) or O(firewalls) is required.
 '''
 
 EXAMPLES = r'''
@@ -70,17 +255,44 @@ EXAMPLES = r'''
 - name: The image the VM will boot
   ansible.builtin.debug:
     var: preflight.image.name
+
+- name: The whole plan in one task, errors naming the role's variables
+  llmops.gce_vllm.gce_preflight:
+    project: "{{ gce_vllm_project }}"
+    instance:
+      name: "{{ gce_vllm_instance_name }}"
+      zone: "{{ gce_vllm_zone }}"
+      machine_type: g2-standard-4
+      accelerators: [{type: nvidia-l4, count: 1}]
+      boot_disk:
+        image_family: ubuntu-accelerator-2204-amd64-with-nvidia-580
+        image_project: ubuntu-os-accelerator-images
+        size_gb: 200
+        type: pd-ssd
+      scheduling: {on_host_maintenance: TERMINATE, automatic_restart: true}
+      tags: [ai-server]
+    firewalls:
+      - name: allow-ai-server-ports
+        allowed: [{ip_protocol: tcp, ports: "{{ gce_vllm_ai_ports }}"}]
+        source_ranges: "{{ gce_vllm_ai_source_ranges }}"
+        target_tags: [ai-server]
+    names:
+      project: gce_vllm_project
+      instance.name: gce_vllm_instance_name
+      instance.zone: gce_vllm_zone
+      firewalls.0.allowed.0.ports: gce_vllm_ai_ports
+      firewalls.0.source_ranges: gce_vllm_ai_source_ranges
 '''
 
 RETURN = r'''
 zone:
   description: The zone checked.
-  returned: success
+  returned: when a VM is checked
   type: str
   sample: asia-northeast3-a
 machine_type:
   description: The machine type as found in the zone.
-  returned: success
+  returned: when a VM is checked
   type: dict
   contains:
     name:
@@ -101,8 +313,8 @@ machine_type:
       elements: dict
       sample: [{type: nvidia-l4, count: 1}]
 accelerator:
-  description: The accelerator type as found in the zone (null without O(accelerator_type)).
-  returned: success
+  description: The accelerator type as found in the zone (null without GPUs to attach).
+  returned: when a VM is checked
   type: dict
   contains:
     name:
@@ -119,7 +331,7 @@ accelerator:
       sample: 8
 image:
   description: The image the VM would boot (the family's newest image).
-  returned: when O(image_family) or O(image) is given
+  returned: when an image (family) is given
   type: dict
   contains:
     name:
@@ -142,98 +354,184 @@ image:
       description: Smallest disk for this image, in GB (a string, as the API writes int64).
       type: str
       sample: "10"
+errors:
+  description: Every problem found, each naming the input (as O(names) says) and the fix.
+  returned: failure
+  type: list
+  elements: str
+  sample: ["gce_vllm_zone 'asia-northeast3' is not a zone name ..."]
 '''
+
+import copy
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     GCE_AUTH_ARGSPEC,
     GceError,
+    client_from_module,
+)
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
+    FIREWALL_OPTIONS,
+    INSTANCE_OPTIONS,
+    Names,
+    api_option_problems,
     basename,
     check_gpu_setup,
     check_zone,
-    client_from_module,
     image_path,
+    image_problems,
+    plan_problems,
 )
 
+_SINGLE_VM_OPTIONS = ("zone", "machine_type", "accelerator_type", "image_family", "image", "image_project")
 
-def main():
-    argument_spec = dict(GCE_AUTH_ARGSPEC)
-    argument_spec.update(
-        zone=dict(type="str", required=True),
-        machine_type=dict(type="str", required=True),
+
+def argument_spec():
+    spec = dict(GCE_AUTH_ARGSPEC)
+    instance = copy.deepcopy(INSTANCE_OPTIONS)
+    firewall = copy.deepcopy(FIREWALL_OPTIONS)
+    # a string is refused (check_ports names the variable) instead of being split at commas
+    firewall["allowed"]["options"]["ports"] = dict(type="raw")
+    spec.update(
+        instance=dict(type="dict", options=instance),
+        firewalls=dict(type="list", elements="dict", options=firewall),
+        names=dict(type="dict", default={}),
+        zone=dict(type="str"),
+        machine_type=dict(type="str"),
         accelerator_type=dict(type="str"),
         accelerator_count=dict(type="int", default=1),
         image_family=dict(type="str"),
         image=dict(type="str"),
         image_project=dict(type="str"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=[("image", "image_family")])
-    p = module.params
-    zone = p["zone"]
+    return spec
+
+
+def single_vm_plan(p, names):
+    """(errors, vm) of the single options zone/machine_type/accelerator_*/image*: vm as the API phase reads it."""
     errors = []
-    err = check_zone(zone)
+    err = check_zone(p["zone"], names("zone"))
     if err:
         errors.append(err)
     accelerators = []
     if p["accelerator_type"]:
         if p["accelerator_count"] < 1:
-            errors.append("accelerator_count: must be at least 1 with accelerator_type %s" % p["accelerator_type"])
+            errors.append("%s: must be at least 1 with accelerator_type %s"
+                          % (names("accelerator_count"), p["accelerator_type"]))
         accelerators = [{"type": p["accelerator_type"], "count": p["accelerator_count"]}]
-    errors.extend(check_gpu_setup(p["machine_type"], accelerators, None, p["image_project"]))
-    if errors:
-        module.fail_json(msg="; ".join(errors), errors=errors)
+    errors.extend(check_gpu_setup(p["machine_type"], accelerators, None, p["image_project"],
+                                  machine_type_name=names("machine_type"), accelerators_name=names("accelerator_type"),
+                                  image_project_name=names("image_project"), image_family_name=names("image_family")))
+    vm = dict(zone=p["zone"], machine_type=p["machine_type"], accelerators=accelerators, image=p["image"],
+              image_family=p["image_family"], image_project=p["image_project"], size_gb=None,
+              names=dict(zone=names("zone"), machine_type=names("machine_type"),
+                         accelerator_type=names("accelerator_type"), accelerator_count=names("accelerator_count"),
+                         image=names("image_family") if p["image_family"] else names("image"),
+                         size_gb=None))
+    return errors, vm
 
+
+def instance_vm(inst, names):
+    boot = inst.get("boot_disk") or {}
+    return dict(zone=inst["zone"], machine_type=inst["machine_type"], accelerators=inst.get("accelerators") or [],
+                image=boot.get("image"), image_family=boot.get("image_family"), image_project=boot.get("image_project"),
+                size_gb=boot.get("size_gb"),
+                names=dict(zone=names("zone"), machine_type=names("machine_type"),
+                           accelerator_type=names("accelerators.0.type"),
+                           accelerator_count=names("accelerators.0.count"),
+                           image=names("boot_disk.image_family") if boot.get("image_family")
+                           else names("boot_disk.image"), size_gb=names("boot_disk.size_gb")))
+
+
+def check_vm_with_api(module, client, vm, result):
+    """The API checks of one VM (zone, machine type, accelerator, image); fails the module at the first problem."""
+    zone = vm["zone"]
+    n = vm["names"]
+    result["zone"] = zone
+    if client.get(client.project_path("zones", zone)) is None:
+        module.fail_json(msg="%s: %s does not exist in project %s (gcloud compute zones list)"
+                             % (n["zone"], zone, client.project), **result)
+    mt = client.get(client.project_path("zones", zone, "machineTypes", basename(vm["machine_type"])))
+    if mt is None:
+        module.fail_json(msg="%s: %s is not offered in zone %s (gcloud compute machine-types list --zones %s); pick "
+                             "another zone or machine type" % (n["machine_type"], vm["machine_type"], zone, zone),
+                         **result)
+    bundled = [{"type": a.get("guestAcceleratorType"), "count": a.get("guestAcceleratorCount")}
+               for a in mt.get("accelerators") or []]
+    result["machine_type"] = dict(name=mt.get("name"), guest_cpus=mt.get("guestCpus"), memory_mb=mt.get("memoryMb"),
+                                  accelerators=bundled)
+    for wanted in vm["accelerators"][:1]:
+        acc_type = basename(wanted["type"])
+        count = wanted.get("count") or 1
+        acc = client.get(client.project_path("zones", zone, "acceleratorTypes", acc_type))
+        if acc is None:
+            module.fail_json(msg="%s: %s is not available in zone %s; list the zones that have it with gcloud "
+                                 "compute accelerator-types list --filter=name=%s"
+                                 % (n["accelerator_type"], wanted["type"], zone, acc_type), **result)
+        result["accelerator"] = dict(name=acc.get("name"), description=acc.get("description"),
+                                     maximum_cards_per_instance=acc.get("maximumCardsPerInstance"))
+        most = acc.get("maximumCardsPerInstance")
+        if most and count > most:
+            module.fail_json(msg="%s: %d is more than %d %s per VM" % (n["accelerator_count"], count, most,
+                                                                       acc.get("name")), **result)
+        if bundled and (bundled[0]["type"] != acc.get("name") or bundled[0]["count"] != count):
+            module.fail_json(msg="%s: machine type %s comes with %d x %s; set %s/%s to match it, or choose the G2 "
+                                 "size with %d GPU(s)" % (n["accelerator_count"], mt.get("name"), bundled[0]["count"],
+                                                          bundled[0]["type"], n["accelerator_type"],
+                                                          n["accelerator_count"], count), **result)
+    if vm["image_family"] or vm["image"]:
+        project = vm["image_project"] or client.project
+        image = client.get(image_path(vm["image"], vm["image_family"], project, client.project))
+        what = ("image family %s" % vm["image_family"]) if vm["image_family"] else ("image %s" % vm["image"])
+        errors, warnings = image_problems(image, what, project, vm["size_gb"], name=n["image"],
+                                          size_name=n["size_gb"])
+        for warning in warnings:
+            module.warn(warning)
+        if errors:
+            module.fail_json(msg="; ".join(errors), errors=errors, **result)
+        result["image"] = dict(name=image.get("name"), self_link=image.get("selfLink"), family=image.get("family"),
+                               creation_timestamp=image.get("creationTimestamp"), disk_size_gb=image.get("diskSizeGb"))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(), supports_check_mode=True,
+        mutually_exclusive=[("image", "image_family")] + [("instance", o) for o in _SINGLE_VM_OPTIONS],
+        required_one_of=[("instance", "zone", "firewalls")],
+        required_together=[("zone", "machine_type")],
+        required_by={"accelerator_type": ("zone",), "image_family": ("zone",), "image": ("zone",)},
+    )
+    p = module.params
+    names = Names(p["names"])
+
+    # 1. every rule of the whole plan, no API call
+    errors, warnings = plan_problems(p["instance"], p["firewalls"], p["names"])
+    vm = None
+    if p["instance"] is not None:
+        vm = instance_vm(p["instance"], names.sub("instance"))
+    elif p["zone"]:
+        vm_errors, vm = single_vm_plan(p, names)
+        errors.extend(vm_errors)
+    api_errors, api_warnings = api_option_problems(p, names)
+    errors.extend(api_errors)
+    warnings.extend(api_warnings)
+    for warning in warnings:
+        module.warn(warning)
+    if errors:
+        msg = errors[0] if len(errors) == 1 else "%d problems in the plan: %s" % (
+            len(errors), " ".join("(%d) %s;" % (i + 1, e) for i, e in enumerate(errors)).rstrip(";"))
+        module.fail_json(msg=msg, errors=errors)
+
+    # 2. what only the API knows (read-only)
+    result = dict(changed=False)
+    if vm is None:
+        module.exit_json(**result)
+    result["accelerator"] = None
     client = client_from_module(module)
-    result = dict(changed=False, zone=zone, accelerator=None)
     try:
-        if client.get(client.project_path("zones", zone)) is None:
-            module.fail_json(msg="zone: %s does not exist in project %s (gcloud compute zones list)"
-                                 % (zone, client.project), **result)
-        mt = client.get(client.project_path("zones", zone, "machineTypes", basename(p["machine_type"])))
-        if mt is None:
-            module.fail_json(msg="machine_type: %s is not offered in zone %s (gcloud compute machine-types list "
-                                 "--zones %s); pick another zone or machine type" % (p["machine_type"], zone, zone),
-                             **result)
-        bundled = [{"type": a.get("guestAcceleratorType"), "count": a.get("guestAcceleratorCount")}
-                   for a in mt.get("accelerators") or []]
-        result["machine_type"] = dict(name=mt.get("name"), guest_cpus=mt.get("guestCpus"),
-                                      memory_mb=mt.get("memoryMb"), accelerators=bundled)
-        if p["accelerator_type"]:
-            acc = client.get(client.project_path("zones", zone, "acceleratorTypes", basename(p["accelerator_type"])))
-            if acc is None:
-                module.fail_json(msg="accelerator_type: %s is not available in zone %s; list the zones that have it "
-                                     "with gcloud compute accelerator-types list --filter=name=%s"
-                                     % (p["accelerator_type"], zone, basename(p["accelerator_type"])), **result)
-            result["accelerator"] = dict(name=acc.get("name"), description=acc.get("description"),
-                                         maximum_cards_per_instance=acc.get("maximumCardsPerInstance"))
-            most = acc.get("maximumCardsPerInstance")
-            if most and p["accelerator_count"] > most:
-                module.fail_json(msg="accelerator_count: %d is more than %d %s per VM"
-                                     % (p["accelerator_count"], most, acc.get("name")), **result)
-            if bundled and (bundled[0]["type"] != acc.get("name") or bundled[0]["count"] != p["accelerator_count"]):
-                module.fail_json(msg="accelerator_count: machine type %s comes with %d x %s; set accelerator_type/"
-                                     "accelerator_count to match it, or choose the G2 size with %d GPU(s)"
-                                     % (mt.get("name"), bundled[0]["count"], bundled[0]["type"],
-                                        p["accelerator_count"]), **result)
-        if p["image_family"] or p["image"]:
-            project = p["image_project"] or client.project
-            image = client.get(image_path(p["image"], p["image_family"], project, client.project))
-            if image is None:
-                what = ("image family %s" % p["image_family"]) if p["image_family"] else ("image %s" % p["image"])
-                module.fail_json(msg="%s does not resolve to any usable image in project %s (families change: list "
-                                     "them with gcloud compute images list --project %s --no-standard-images)"
-                                     % (what, project, project), **result)
-            state = (image.get("deprecated") or {}).get("state")
-            if state in ("OBSOLETE", "DELETED"):
-                module.fail_json(msg="image %s is %s" % (image.get("name"), state.lower()), **result)
-            if state == "DEPRECATED":
-                module.warn("image %s is deprecated" % image.get("name"))
-            result["image"] = dict(name=image.get("name"), self_link=image.get("selfLink"), family=image.get("family"),
-                                   creation_timestamp=image.get("creationTimestamp"),
-                                   disk_size_gb=image.get("diskSizeGb"))
+        check_vm_with_api(module, client, vm, result)
     except GceError as e:
-        module.fail_json(msg="preflight in %s: %s" % (zone, e), **result)
+        module.fail_json(msg="preflight in %s: %s" % (vm["zone"], e), **result)
     module.exit_json(**result)
 
 

@@ -211,7 +211,7 @@ def test_missing_credentials_file_fails_before_any_call(server, tmp_path):
     with pytest.raises(gce.GceAuthError) as e:
         gce.GceClient(PROJECT, auth_kind="serviceaccount", service_account_file=str(tmp_path / "nope.json"),
                       api_endpoint=server.endpoint)
-    assert "credentials file %s does not exist" % (tmp_path / "nope.json") in str(e.value)
+    assert "service_account_file %s does not exist" % (tmp_path / "nope.json") in str(e.value)
     assert server.requests() == []
 
 

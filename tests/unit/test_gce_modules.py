@@ -115,7 +115,7 @@ def test_firewall_absent(server):
 
 def test_firewall_world_open_only_when_written_and_warned(server):
     r = run_module(gce_firewall.main, fw_args(server, source_ranges=None))
-    assert r["failed"] and "source_ranges: required for an INGRESS rule" in r["msg"] and "0.0.0.0/0" in r["msg"]
+    assert r["failed"] and "source_ranges (unset): required for an INGRESS rule" in r["msg"] and "0.0.0.0/0" in r["msg"]
     assert server.requests() == []
     r = run_module(gce_firewall.main, fw_args(server, source_ranges=["0.0.0.0/0"]))
     assert r["changed"] and not r.get("failed")
@@ -123,12 +123,12 @@ def test_firewall_world_open_only_when_written_and_warned(server):
 
 
 @pytest.mark.parametrize("kw,needle", [
-    (dict(allowed=[{"ip_protocol": "tcp", "ports": ["8000,8001"]}]), "allowed[0].ports: '8000,8001'"),
-    (dict(allowed=[{"ip_protocol": "tcp", "ports": ["9000-8000"]}]), "allowed[0].ports: '9000-8000'"),
-    (dict(allowed=[{"ip_protocol": "tcp", "ports": ["70000"]}]), "allowed[0].ports: '70000'"),
+    (dict(allowed=[{"ip_protocol": "tcp", "ports": ["8000,8001"]}]), "allowed.0.ports '8000,8001'"),
+    (dict(allowed=[{"ip_protocol": "tcp", "ports": ["9000-8000"]}]), "allowed.0.ports '9000-8000'"),
+    (dict(allowed=[{"ip_protocol": "tcp", "ports": ["70000"]}]), "allowed.0.ports '70000'"),
     (dict(allowed=[{"ip_protocol": "icmp", "ports": ["80"]}]), "ports apply only to tcp"),
-    (dict(source_ranges=["203.0.113.0"]), "source_ranges: '203.0.113.0' is not a CIDR range"),
-    (dict(name="Allow_AI"), "name: 'Allow_AI' is not a valid resource name"),
+    (dict(source_ranges=["203.0.113.0"]), "source_ranges '203.0.113.0' is not a CIDR range"),
+    (dict(name="Allow_AI"), "name 'Allow_AI' is not a valid resource name"),
     (dict(target_tags=["AI Server"]), "target_tags"),
     (dict(priority=70000), "priority"),
     (dict(allowed=[]), "allowed: required"),
@@ -143,7 +143,7 @@ def test_firewall_missing_credentials_file(server, tmp_path):
     args = fw_args(server, auth_kind="serviceaccount", service_account_file=str(tmp_path / "key.json"))
     del args["access_token"]
     r = run_module(gce_firewall.main, args)
-    assert r["failed"] and "credentials file %s does not exist" % (tmp_path / "key.json") in r["msg"]
+    assert r["failed"] and "service_account_file %s does not exist" % (tmp_path / "key.json") in r["msg"]
     assert server.requests() == []
 
 
@@ -323,13 +323,13 @@ def test_instance_body_passes_the_discovery_validation(server):
 
 
 @pytest.mark.parametrize("kw,needle", [
-    (dict(scheduling={"on_host_maintenance": "MIGRATE"}), "MIGRATE is impossible for a VM with GPUs"),
-    (dict(accelerators=[], scheduling={"on_host_maintenance": "MIGRATE"}), "MIGRATE is impossible"),
+    (dict(scheduling={"on_host_maintenance": "MIGRATE"}), "scheduling.on_host_maintenance MIGRATE is refused: a VM with GPUs"),
+    (dict(accelerators=[], scheduling={"on_host_maintenance": "MIGRATE"}), "MIGRATE is refused"),
     (dict(machine_type="n1-standard-4"), "NVIDIA L4 GPUs attach only to G2 machine types"),
     (dict(boot_disk={"image_family": "common-cu128-ubuntu-2204-nvidia-570",
                      "image_project": "deeplearning-platform-release"}), "Deep Learning VM images"),
-    (dict(zone="asia-northeast3"), "zone: 'asia-northeast3' is not a zone name"),
-    (dict(name="AI_server"), "name: 'AI_server' is not a valid resource name"),
+    (dict(zone="asia-northeast3"), "zone 'asia-northeast3' is not a zone name"),
+    (dict(name="AI_server"), "name 'AI_server' is not a valid resource name"),
     (dict(labels={"App": "x"}), "labels: key 'App'"),
     (dict(tags=["ai server"]), "tags"),
     (dict(boot_disk={"image_family": FAMILY, "size_gb": 5}), "boot_disk.size_gb"),
