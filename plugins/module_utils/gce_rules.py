@@ -335,9 +335,9 @@ def service_account_source_problems(service_account_file=None, service_account_c
             try:
                 info = json.loads(service_account_contents)
             except ValueError as e:
+                where = "line %s column %s" % (e.lineno, e.colno)
                 return None, ["%s is not valid JSON (%s); pass the whole key file created by 'gcloud iam "
-                              "service-accounts keys create'" % (names("service_account_contents"),
-                                                                  "line %s column %s" % (e.lineno, e.colno))]
+                              "service-accounts keys create'" % (names("service_account_contents"), where)]
         source = names("service_account_contents")
     elif service_account_file:
         try:

@@ -38,7 +38,7 @@ attributes:
 options:
   instance:
     description:
-      - The VM of the plan, with the options of M(llmops.gce_vllm.gce_instance) (as for O(state=present)).
+      - The VM of the plan, with the options of M(llmops.gce_vllm.gce_instance) (as for its O(llmops.gce_vllm.gce_instance#module:state=present)).
       - Mutually exclusive with the single options O(zone), O(machine_type), O(accelerator_type),
         O(image_family), O(image) and O(image_project).
     type: dict
@@ -75,7 +75,7 @@ options:
         type: dict
         suboptions:
           image:
-            description: An image name (in O(boot_disk.image_project)) or an image URL. Mutually exclusive with O(boot_disk.image_family).
+            description: An image name (in O(instance.boot_disk.image_project)) or an image URL. Mutually exclusive with O(instance.boot_disk.image_family).
             type: str
           image_family:
             description: An image family, resolved to its newest image at creation (images.getFromFamily).
@@ -96,7 +96,7 @@ options:
             type: bool
             default: true
       scheduling:
-        description: Scheduling. With GPUs, O(scheduling.on_host_maintenance) must be V(TERMINATE) (its default then).
+        description: Scheduling. With GPUs, O(instance.scheduling.on_host_maintenance) must be V(TERMINATE) (its default then).
         type: dict
         suboptions:
           on_host_maintenance:
@@ -165,7 +165,7 @@ options:
         default: 1000
       allowed:
         description:
-          - What the rule allows. Required with O(state=present).
+          - What the rule allows. Required with O(firewalls[].state=present).
         type: list
         elements: dict
         suboptions:
@@ -183,7 +183,7 @@ options:
       source_ranges:
         description:
           - Source CIDR ranges (IPv4 or IPv6) for an C(INGRESS) rule, for example V(["203.0.113.0/24"]).
-          - Required for an C(INGRESS) rule unless O(source_tags) is set. V(0.0.0.0/0) (the whole internet) must
+          - Required for an C(INGRESS) rule unless O(firewalls[].source_tags) is set. V(0.0.0.0/0) (the whole internet) must
             be written explicitly and gives a warning.
         type: list
         elements: str
@@ -204,10 +204,10 @@ options:
         type: str
   names:
     description:
-      - How messages name each input, keyed by option path, for example
-        V({"instance.zone": "gce_vllm_zone", "firewalls.0.source_ranges": "gce_vllm_ai_source_ranges",
-        "firewalls.0.allowed.0.ports": "gce_vllm_ai_ports", "project": "gce_vllm_project"}).
-      - A list index is a path element (V(firewalls.0.name)). An input without an entry is named by its path.
+      - "How messages name each input: a mapping of option paths to names, for example C(instance.zone) to
+        C(gce_vllm_zone), C(firewalls.0.source_ranges) to C(gce_vllm_ai_source_ranges), C(firewalls.0.allowed.0.ports)
+        to C(gce_vllm_ai_ports), C(project) to C(gce_vllm_project)."
+      - A list index is a path element (C(firewalls.0.name)). An input without an entry is named by its path.
     type: dict
     default: {}
   zone:

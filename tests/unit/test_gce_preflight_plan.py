@@ -225,8 +225,8 @@ def test_same_rules_as_gce_instance(server, change):
 ])
 def test_same_rules_as_gce_firewall(server, change):
     fw = merged(FIREWALLS[0], **change)
-    names = dict(("firewalls.0." + p, p) for p in ("name", "priority", "allowed", "allowed.0.ip_protocol",
-                                                    "allowed.0.ports", "source_ranges", "target_tags"))
+    paths = ("name", "priority", "allowed", "allowed.0.ip_protocol", "allowed.0.ports", "source_ranges", "target_tags")
+    names = dict(("firewalls.0." + p, p) for p in paths)
     r_plan = run_module(gce_preflight.main, auth_args(server, firewalls=[fw], names=names))
     r_mod = run_module(gce_firewall.main, auth_args(server, **fw))
     assert r_plan.get("failed") and r_mod.get("failed"), (r_plan, r_mod)
