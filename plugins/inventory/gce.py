@@ -239,8 +239,14 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     check_project,
     check_zone,
 )
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
+    READONLY_SCOPES as _DEFAULT_SCOPES,
+    basename as _basename,
+    check_api_endpoint,
+    nat_ip,
+    zone_region,
+)
 
-_DEFAULT_SCOPES = ["https://www.googleapis.com/auth/compute.readonly"]
 _ADDRESS_KEYS = {"public_ip": "gce_public_ip", "private_ip": "gce_private_ip", "name": "gce_name"}
 _RESERVED_GROUPS = frozenset(("all", "ungrouped"))
 _CACHE_FORMAT = 1
@@ -267,13 +273,6 @@ def _plain(value, depth=0):
     return False
 
 
-def _basename(url):
-    """Last path segment of a resource URL (or the value itself when it has no slash)."""
-    if not url:
-        return None
-    return url.rsplit("/", 1)[-1]
-
-
 def instance_record(project, inst, metadata_keys=()):
     """The host variables of one instance resource (a dict from the Compute API), all prefixed gce_.
 
@@ -282,12 +281,7 @@ def instance_record(project, inst, metadata_keys=()):
     zone = _basename(inst.get("zone"))
     nics = inst.get("networkInterfaces") or ()
     nic0 = nics[0] if nics else {}
-    access = nic0.get("accessConfigs") or ()
-    public_ip = None
-    for conf in access:
-        if conf.get("natIP"):
-            public_ip = conf["natIP"]
-            break
+    public_ip = nat_ip(inst)
     gpus = [
         {"type": _basename(acc.get("acceleratorType")), "count": int(acc.get("acceleratorCount") or 0)}
         for acc in inst.get("guestAccelerators") or ()
@@ -303,7 +297,7 @@ def instance_record(project, inst, metadata_keys=()):
         "gce_id": inst.get("id"),
         "gce_project": project,
         "gce_zone": zone,
-        "gce_region": zone.rsplit("-", 1)[0] if zone else None,
+        "gce_region": zone_region(zone) if zone else None,
         "gce_status": inst.get("status"),
         "gce_machine_type": _basename(inst.get("machineType")),
         "gce_gpus": gpus,
@@ -404,9 +398,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                            "anything else is a Jinja2 expression over the gce_* variables, e.g. "
                            "\"gce_name ~ '.' ~ gce_zone\"" % entry)
         endpoint = self.get_option("api_endpoint")
-        if not re.match(r"^https?://", endpoint or ""):
-            self._fail("option 'api_endpoint' (or GCE_API_ENDPOINT) is %r: it must be an http(s) URL such as "
-                       "https://compute.googleapis.com/compute/v1/" % (endpoint,))
+        err = check_api_endpoint(endpoint, "option 'api_endpoint' (or GCE_API_ENDPOINT)")
+        if err:
+            self._fail(err)
         if not endpoint.endswith("/"):
             endpoint += "/"
 
