@@ -1,5 +1,5 @@
 """Each role's meta/argument_specs.yml is the one source of its variables: defaults/main.yml says the same,
-and docs/variables.md is what scripts/render-variables renders from it."""
+and docs/variables.md and playbooks/README.md's table are what scripts/render_variables.py renders from it."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-ROLES = ("gpu_host", "vllm_server", "ai_server")
+ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server")
 
 
 def _load(role, *path):
