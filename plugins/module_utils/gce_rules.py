@@ -294,9 +294,10 @@ def _credentials_json(path, name):
     """The parsed JSON of a credentials file; raises ValueError with the message (never the file's content)."""
     expanded = os.path.expanduser(path)
     if not os.path.exists(expanded):
+        also = "" if name == "GOOGLE_APPLICATION_CREDENTIALS" else " (or GCP_SERVICE_ACCOUNT_FILE)"
         raise ValueError("%s %s does not exist on the controller: create a service-account key (gcloud iam "
-                         "service-accounts keys create FILE --iam-account=...) and set %s (or "
-                         "GCP_SERVICE_ACCOUNT_FILE) to its path" % (name, path, name))
+                         "service-accounts keys create FILE --iam-account=...) and set %s%s to its path"
+                         % (name, path, name, also))
     try:
         with open(expanded, "rb") as f:
             data = f.read()
