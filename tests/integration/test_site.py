@@ -11,8 +11,9 @@ stand-in) with secrets chosen here, and checks from the outside what the demo cl
 It takes a few minutes (skipped unless run as root with the harness present; LLMOPS_SKIP_DEMO=1 skips it).
 
 test_provision_refuses_bad_input runs provision.yml with one bad input at a time against a recording
-HTTP server standing in for the Compute API, and asserts that it fails with a message naming the variable
-and that the server never received a request (validated before any API call).
+HTTP server standing in for the Compute API, and asserts that it fails with a message naming the variable,
+that no firewall or VM task started, and that the server never received a request (validated before any
+API call: the role's argument specs, the SSH key check, then the rules phase of the one preflight task).
 """
 
 from __future__ import annotations
@@ -120,10 +121,14 @@ BAD_INPUTS = [
     ("no-project", {"gce_vllm_project": ""}, "gce_vllm_project (unset)"),
     ("bad-instance-name", {"gce_vllm_instance_name": "AI_Server"}, "gce_vllm_instance_name 'AI_Server'"),
     ("disk-too-small", {"gce_vllm_disk_size_gb": 5}, "gce_vllm_disk_size_gb"),
-    ("unknown-auth-kind", {"gce_vllm_auth_kind": "password"}, "gce_vllm_auth_kind 'password' is unknown"),
+    ("unknown-auth-kind", {"gce_vllm_auth_kind": "password"}, "gce_vllm_auth_kind must be one of"),
     ("private-key-as-ssh-key", {"gce_vllm_ssh_user": "ansible", "gce_vllm_ssh_public_key_file": "{d}/notjson.json"},
      "is not an OpenSSH public key"),
 ]
+
+
+# the role's tasks after its checks (roles/gce_vllm/tasks/main.yml): the first ones that would change anything
+_CHANGING_TASK = re.compile(r"^TASK \[[^\]]*gce_vllm : (Firewall rules|The GPU VM)", re.M)
 
 
 def _run_provision(extra_vars, endpoint, tmp_path):
@@ -165,7 +170,7 @@ def test_provision_refuses_bad_input(case, overrides, expected, provision_runs):
     flat = " ".join(out.split())
     assert rc != 0, "%s: provision.yml accepted the bad input:\n%s" % (case, out[-3000:])
     assert " ".join(expected.split()) in flat, "%s: message does not say %r:\n%s" % (case, expected, out[-3000:])
-    assert "TASK [Firewall rule" not in out and "TASK [Preflight" not in out, "%s: got past validation" % case
+    assert not _CHANGING_TASK.search(out), "%s: got past the checks to a task that changes something" % case
     assert _requests_of(case) == [], "%s: the Compute API was called: %s" % (case, _requests_of(case))
 
 
@@ -174,8 +179,47 @@ def test_provision_good_input_reaches_the_api(provision_runs):
     (the recording server answers 403, so the play then fails, but only after calling it)."""
     rc, out = provision_runs["good-input"]
     assert rc != 0
-    assert "TASK [Preflight" in out
+    assert "gce_vllm : Preflight" in out
     assert _requests_of("good-input"), "validation did not let good input through:\n%s" % out[-3000:]
+
+
+# stop / start / teardown: (id, playbook, overrides, words). Each checks what it needs before any API call.
+TARGET_INPUTS = [
+    ("teardown-zone-is-a-region", "teardown", {"gce_vllm_zone": "asia-northeast3"}, ["gce_vllm_zone", "is not a zone name"]),
+    ("teardown-bad-rule-name", "teardown", {"gce_vllm_monitoring_firewall_name": "Allow_Mon"},
+     ["gce_vllm_monitoring_firewall_name 'Allow_Mon' is not a valid resource name"]),
+    ("stop-no-project", "stop", {"gce_vllm_project": ""}, ["gce_vllm_project (unset)"]),
+    ("start-bad-instance-name", "start", {"gce_vllm_instance_name": "AI_Server"},
+     ["gce_vllm_instance_name", "'AI_Server' is not a valid resource name"]),
+    ("stop-token-missing", "stop", {"gce_vllm_access_token": ""}, ["gce_vllm_access_token is required with gce_vllm_auth_kind"]),
+]
+
+
+@pytest.mark.parametrize("case,playbook,overrides,words", TARGET_INPUTS, ids=[c[0] for c in TARGET_INPUTS])
+def test_target_playbooks_refuse_bad_input(recorder, tmp_path, case, playbook, overrides, words):
+    extra = dict(GOOD_INPUT, **overrides)
+    varfile = tmp_path / "vars.json"
+    varfile.write_text(json.dumps(extra))
+    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", "playbooks/%s.yml" % playbook, "-e", "@%s" % varfile],
+                          cwd=ROOT, env=_env(GCE_API_ENDPOINT=_endpoint(recorder, case)), capture_output=True,
+                          text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    flat = " ".join(out.split())
+    assert proc.returncode != 0, "%s: %s.yml accepted the bad input:\n%s" % (case, playbook, out[-3000:])
+    missing = [w for w in words if w not in flat]
+    assert not missing, "%s: the failure does not say %s:\n%s" % (case, missing, out[-3000:])
+    assert _requests_of(case) == [], "%s: the Compute API was called: %s" % (case, _requests_of(case))
+
+
+def test_teardown_good_input_reaches_the_api(recorder, tmp_path):
+    """Positive control of the cases above: good input passes the checks and the first API call is made."""
+    varfile = tmp_path / "vars.json"
+    varfile.write_text(json.dumps(GOOD_INPUT))
+    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", "playbooks/teardown.yml", "-e", "@%s" % varfile],
+                          cwd=ROOT, env=_env(GCE_API_ENDPOINT=_endpoint(recorder, "teardown-good")),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0  # the recording server answers 403
+    assert _requests_of("teardown-good"), "the checks did not let good input through:\n%s" % (proc.stdout + proc.stderr)[-3000:]
 
 
 # --------------------------------------------------------------------------------------------------
