@@ -535,14 +535,17 @@ def firewall_problems(p, names=None):
 
 
 def plan_problems(instance=None, firewalls=None, names=None):
-    """(errors, warnings) of a whole plan: the VM (gce_instance's options, to be created) and the firewall rules
-    (gce_firewall's options), with the checks of those modules and the checks across them."""
+    """(errors, warnings) of a whole plan: the VM (gce_instance's options; to be created unless its `state` is
+    started, stopped or absent, when only what that needs is checked) and the firewall rules (gce_firewall's
+    options), with the checks of those modules and the checks across them."""
     names = names or {}
     errors, warnings = [], []
+    creating = instance is not None and (instance.get("state") or "present") == "present"
     if instance is not None:
         inst_names = Names(names, "instance")
-        errors.extend(instance_problems(instance, inst_names, creating=True))
-        errors.extend(instance_create_problems(instance, inst_names))
+        errors.extend(instance_problems(instance, inst_names, creating=creating))
+        if creating:
+            errors.extend(instance_create_problems(instance, inst_names))
     seen = {}
     for i, fw in enumerate(firewalls or []):
         fw_names = Names(names, "firewalls.%d" % i)
@@ -554,7 +557,7 @@ def plan_problems(instance=None, firewalls=None, names=None):
                           % (fw_names("name"), fw.get("name"), seen[fw["name"]]))
         seen.setdefault(fw.get("name"), fw_names("name"))
         targets = fw.get("target_tags") or []
-        if instance is not None and targets and (fw.get("state") or "present") == "present" \
+        if creating and targets and (fw.get("state") or "present") == "present" \
                 and not set(targets) & set(instance.get("tags") or []):
             warnings.append("firewall rule %s targets the tags %s, which instance %s does not carry (%s): the rule "
                             "will not apply to it" % (fw.get("name"), ", ".join(targets), instance.get("name"),

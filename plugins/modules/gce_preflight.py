@@ -39,10 +39,20 @@ options:
   instance:
     description:
       - The VM of the plan, with the options of M(llmops.gce_vllm.gce_instance) (as for its O(llmops.gce_vllm.gce_instance#module:state=present)).
+      - With O(instance.state) V(started), V(stopped) or V(absent), only what that state needs (name, zone and any
+        labels, tags or metadata given) is checked, and the API is not asked about the VM.
       - Mutually exclusive with the single options O(zone), O(machine_type), O(accelerator_type),
         O(image_family), O(image) and O(image_project).
     type: dict
     suboptions:
+      state:
+        description:
+          - What the plan does with the VM. V(present) creates or reconciles it (every option is checked, then
+            the zone, machine type, accelerator and image against the API); V(started), V(stopped) and V(absent)
+            act on an existing VM by name and zone.
+        type: str
+        choices: [present, started, stopped, absent]
+        default: present
       name:
         description: Name of the instance (RFC 1035).
         type: str
@@ -389,6 +399,7 @@ _SINGLE_VM_OPTIONS = ("zone", "machine_type", "accelerator_type", "image_family"
 def argument_spec():
     spec = dict(GCE_AUTH_ARGSPEC)
     instance = copy.deepcopy(INSTANCE_OPTIONS)
+    instance["state"] = dict(type="str", choices=["present", "started", "stopped", "absent"], default="present")
     firewall = copy.deepcopy(FIREWALL_OPTIONS)
     # a string is refused (check_ports names the variable) instead of being split at commas
     firewall["allowed"]["options"]["ports"] = dict(type="raw")
@@ -507,7 +518,7 @@ def main():
     # 1. every rule of the whole plan, no API call
     errors, warnings = plan_problems(p["instance"], p["firewalls"], p["names"])
     vm = None
-    if p["instance"] is not None:
+    if p["instance"] is not None and p["instance"]["state"] == "present":
         vm = instance_vm(p["instance"], names.sub("instance"))
     elif p["zone"]:
         vm_errors, vm = single_vm_plan(p, names)

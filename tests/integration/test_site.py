@@ -185,12 +185,13 @@ def test_provision_good_input_reaches_the_api(provision_runs):
 
 # stop / start / teardown: (id, playbook, overrides, words). Each checks what it needs before any API call.
 TARGET_INPUTS = [
-    ("teardown-zone-is-a-region", "teardown", {"gce_vllm_zone": "asia-northeast3"}, ["gce_vllm_zone", "is not a zone name"]),
+    ("teardown-zone-is-a-region", "teardown", {"gce_vllm_zone": "asia-northeast3"}, ["gce_vllm_zone 'asia-northeast3' is not a zone"]),
+    ("stop-zone-is-a-region", "stop", {"gce_vllm_zone": "asia-northeast3"}, ["gce_vllm_zone 'asia-northeast3' is not a zone"]),
     ("teardown-bad-rule-name", "teardown", {"gce_vllm_monitoring_firewall_name": "Allow_Mon"},
      ["gce_vllm_monitoring_firewall_name 'Allow_Mon' is not a valid resource name"]),
     ("stop-no-project", "stop", {"gce_vllm_project": ""}, ["gce_vllm_project (unset)"]),
     ("start-bad-instance-name", "start", {"gce_vllm_instance_name": "AI_Server"},
-     ["gce_vllm_instance_name", "'AI_Server' is not a valid resource name"]),
+     ["gce_vllm_instance_name 'AI_Server' is not a valid resource name"]),
     ("stop-token-missing", "stop", {"gce_vllm_access_token": ""}, ["gce_vllm_access_token is required with gce_vllm_auth_kind"]),
 ]
 

@@ -187,6 +187,22 @@ def test_firewalls_only_plan_needs_no_api(server):
     assert server.requests() == []
 
 
+@pytest.mark.parametrize("state", ["started", "stopped", "absent"])
+def test_existing_vm_states_check_name_and_zone_only_without_api(server, state):
+    """stop/start/teardown name the VM by name and zone: those are checked (naming the role's variables), the
+    options of a VM to create are not required, and the API is not asked about the VM."""
+    good = {"name": "ai-server-l4", "zone": "asia-northeast3-a", "state": state}
+    r = run_module(gce_preflight.main, auth_args(server, instance=dict(good), names=dict(NAMES)))
+    assert not r.get("failed") and not r["changed"], r
+    assert "image" not in r and server.requests() == []
+    bad = dict(good, name="AI_Server", zone="asia-northeast3")
+    r = run_module(gce_preflight.main, auth_args(server, instance=bad, names=dict(NAMES)))
+    assert r.get("failed"), r
+    assert any(e.startswith("gce_vllm_instance_name 'AI_Server' is not a valid resource name") for e in r["errors"]), r
+    assert any(e.startswith("gce_vllm_zone 'asia-northeast3' is not a zone") for e in r["errors"]), r
+    assert len(r["errors"]) == 2 and server.requests() == []
+
+
 def test_instance_and_single_vm_options_are_exclusive(server):
     r = run_module(gce_preflight.main, plan(server, zone="asia-northeast3-a"))
     assert r.get("failed") and "mutually exclusive" in r["msg"] and "instance" in r["msg"], r
