@@ -4,6 +4,7 @@ The plugin runs for real (loaded by ansible-core's plugin loader, parsed by the 
 ansible-inventory CLI) against the local Compute API of tests/compute_api, served from a thread on
 127.0.0.1; the API's own request log shows which calls the plugin made.
 """
+import inspect
 import json
 import os
 import subprocess
@@ -12,9 +13,12 @@ import time
 
 import pytest
 
+from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.inventory.data import InventoryData
+from ansible.inventory.host import Host
 from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.inventory import Constructable
 from ansible.plugins.loader import init_plugin_loader, inventory_loader
 from ansible.template import trust_as_template
 from ansible.utils.collection_loader import AnsibleCollectionConfig
@@ -434,3 +438,131 @@ def test_ansible_inventory_cli(tmp_path, fleet):
     assert data["ai_server"]["hosts"] == ["vm-1"]
     assert sorted(data["monitoring"]["hosts"]) == ["cpu-1", "vm-1"]
     assert data["_meta"]["hostvars"]["vm-1"]["gce_zone"] in ("asia-northeast3-a", {"__ansible_unsafe": "asia-northeast3-a"})
+
+
+# --------------------------------------------------------------------------- canaries of the private paths
+def _typed(value):
+    """value with the exact type of every part spelled out (a data-tagged value is of a tagged subclass, such
+    as _AnsibleTaggedStr), so that equal-looking values differ."""
+    if isinstance(value, dict):
+        return (type(value).__name__, sorted((_typed(k), _typed(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def _host_state(inventory):
+    return {name: (_typed(host.vars), _typed(host.get_vars()), sorted(g.name for g in host.get_groups()))
+            for name, host in inventory.hosts.items()}
+
+
+def _sample_inventories():
+    """The same sample set once through the fast path and once through inventory.set_variable."""
+    plugin = inventory_loader.get(PLUGIN)
+    records = [gce_inventory.instance_record("proj-one", a_instance(labels={"env": "prod"},
+                                                                    metadata={"role": "ai"}), ["role"]),
+               gce_inventory.instance_record("proj-one", a_instance(name="cpu-1", nat_ip=None, gpus=(), tags=()))]
+    built = []
+    for fast in (True, False):
+        inventory = InventoryData()
+        inventory.current_source = "/srv/inv/test.gce.yml"
+        plugin.inventory = inventory
+        for rec in records:
+            name = inventory.add_host(rec["gce_name"])
+            plugin._set_host_variables(name, dict(rec, ansible_host=rec["gce_private_ip"]), fast=fast)
+        built.append(inventory)
+    return built
+
+
+def test_fast_host_variables_equal_set_variable():
+    """Canary of _set_host_variables: the dict update gives exactly what inventory.set_variable gives.
+
+    Fails when ansible-core changes what the update relies on: Host.vars holding the host's own variables
+    as a plain dict that get_vars() reads, and Host.set_variable storing a value untouched under its name.
+    """
+    assert isinstance(Host("probe").vars, dict)
+    fast, public = _sample_inventories()
+    assert sorted(fast.hosts) == ["cpu-1", "vm-1"]
+    assert _host_state(fast) == _host_state(public)
+    assert fast.hosts["vm-1"].get_vars()["gce_labels"] == {"env": "prod"}
+    assert fast.hosts["cpu-1"].vars["inventory_file"] == "/srv/inv/test.gce.yml"
+
+
+def test_the_canary_sees_a_changed_set_variable(monkeypatch):
+    """The comparison above is not blind: a set_variable that stores values differently is noticed."""
+    original = Host.set_variable
+    monkeypatch.setattr(Host, "set_variable", lambda self, key, value: original(self, key, [value]))
+    fast, public = _sample_inventories()
+    assert _host_state(fast) != _host_state(public)
+
+
+def test_a_host_of_an_earlier_source_gets_set_variable(tmp_path, fleet, monkeypatch):
+    """A host that already holds one of the names (another source made it) takes the public path, so
+    hash_behaviour=merge merges as it does for every other inventory source."""
+    monkeypatch.setattr(C, "DEFAULT_HASH_BEHAVIOUR", "merge")
+    inventory = InventoryData()
+    inventory.add_host("vm-1")
+    inventory.set_variable("vm-1", "gce_labels", {"owner": "static"})
+    plugin = inventory_loader.get(PLUGIN)
+    plugin.parse(inventory, DataLoader(), write_config(tmp_path, fleet))
+    assert inventory.hosts["vm-1"].vars["gce_labels"] == {"owner": "static", "env": "prod", "app": "vllm"}
+    assert inventory.hosts["cpu-1"].vars["gce_labels"] == {"env": "dev"}
+
+
+def test_constructable_helpers_go_through_compose(tmp_path):
+    """Canary of the _compose shortcut: compose and keyed_groups expressions that are a variable path reach
+    the plugin's _compose (never Jinja2). Fails when ansible-core's Constructable helpers stop calling
+    self._compose(template, variables), which would silently make every such expression cost a compile."""
+    plugin = inventory_loader.get(PLUGIN)
+    plugin.loader = DataLoader()
+    plugin._vars = {}
+    plugin.set_options(direct={"plugin": PLUGIN, "projects": ["proj-one"]})
+    plugin.inventory = InventoryData()
+    rec = gce_inventory.instance_record("proj-one", a_instance(labels={"team": "ml"}))
+    plugin.inventory.add_host("vm-1")
+
+    def no_jinja(*_args, **_kwargs):
+        raise AssertionError("templated by Jinja2")
+
+    plugin.templar.evaluate_expression = no_jinja
+    plugin._set_composite_vars({"team": trust_as_template("gce_labels.team")}, rec, "vm-1", strict=True)
+    plugin._add_host_to_keyed_groups([{"key": trust_as_template("gce_zone"), "prefix": "z"}], rec, "vm-1",
+                                     strict=True)
+    assert plugin.inventory.hosts["vm-1"].vars["team"] == "ml"
+    assert "z_asia_northeast3_a" in plugin.inventory.groups
+    assert list(inspect.signature(Constructable._compose).parameters)[:3] == ["self", "template", "variables"]
+
+
+# --------------------------------------------------------------------------- public API behaviour
+def test_compose_sees_the_magic_variables(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, compose={"short": "inventory_hostname | upper",
+                                                      "in_ai": "'ai_server' in group_names"}, strict=True))
+    assert inv.hosts["vm-1"].vars["short"] == "VM-1" and inv.hosts["vm-1"].vars["in_ai"] is True
+    assert inv.hosts["cpu-1"].vars["in_ai"] is False
+
+
+def test_one_plugin_parses_two_inventories(tmp_path, fleet):
+    """The groups the plugin made belong to one inventory: a second parse (refresh_inventory) makes them again."""
+    plugin = inventory_loader.get(PLUGIN)
+    path = write_config(tmp_path, fleet)
+    for _round in range(2):
+        inventory = InventoryData()
+        plugin.parse(inventory, DataLoader(), path)
+        assert group_hosts(inventory, "ai_server") == ["vm-1"]
+
+
+def test_cache_holds_the_records_as_one_json_text(tmp_path, fleet):
+    cache_dir = tmp_path / "cache"
+    path = write_config(tmp_path, fleet, cache=True, cache_plugin="ansible.builtin.jsonfile",
+                        cache_connection=str(cache_dir), cache_timeout=600)
+    first = parse(path)
+    plugin = inventory_loader.get(PLUGIN)
+    plugin.parse(InventoryData(), DataLoader(), path)
+    entry = plugin._cache[plugin.get_cache_key(path)]
+    assert isinstance(entry["records"], str)
+    assert sorted(r["gce_name"] for r in json.loads(entry["records"])) == ["cpu-1", "old-1", "vm-1"]
+    # an entry this version cannot read (an older format, a damaged text) is fetched again
+    plugin._cache[plugin.get_cache_key(path)] = dict(entry, records="[{")
+    plugin.update_cache_if_changed()
+    second = parse(path)
+    assert aggregated_calls(fleet) == 2 and sorted(second.hosts) == sorted(first.hosts)
