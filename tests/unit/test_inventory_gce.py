@@ -535,8 +535,8 @@ def test_constructable_helpers_go_through_compose(tmp_path):
 
 # --------------------------------------------------------------------------- public API behaviour
 def test_compose_sees_the_magic_variables(tmp_path, fleet):
-    inv = parse(write_config(tmp_path, fleet, compose={"short": "inventory_hostname | upper",
-                                                      "in_ai": "'ai_server' in group_names"}, strict=True))
+    compose = {"short": "inventory_hostname | upper", "in_ai": "'ai_server' in group_names"}
+    inv = parse(write_config(tmp_path, fleet, compose=compose, strict=True))
     assert inv.hosts["vm-1"].vars["short"] == "VM-1" and inv.hosts["vm-1"].vars["in_ai"] is True
     assert inv.hosts["cpu-1"].vars["in_ai"] is False
 
