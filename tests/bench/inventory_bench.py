@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -114,10 +115,14 @@ def _one(plugin, source, base, work, mode, expect) -> dict:
         shutil.rmtree(cache, ignore_errors=True)
     _admin(base, "requests", method="DELETE")
     out_file = work / "out.json"
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.run(cmd + ["-i", str(source), "--list", "--output", str(out_file)], env=env,
                           capture_output=True, text=True, timeout=600, check=False, cwd=work)
     secs = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time (user + system) of the process: less sensitive than wall time to other load on the machine
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError("%s %s failed: %s" % (plugin, mode, (proc.stdout + proc.stderr)[-2000:]))
     data = json.loads(out_file.read_text(encoding="utf-8"))
@@ -126,7 +131,7 @@ def _one(plugin, source, base, work, mode, expect) -> dict:
     if hosts != expect or len(group) != expect:
         raise RuntimeError("%s %s: %d hosts, %d in tag_ai_server; expected %d"
                            % (plugin, mode, hosts, len(group), expect))
-    return {"s": round(secs, 3), "api_requests": _api_requests(base)}
+    return {"s": round(secs, 3), "cpu_s": round(cpu, 3), "api_requests": _api_requests(base)}
 
 
 def _inproc(plugin, source, base, work) -> dict | None:
@@ -186,9 +191,11 @@ def _measure(ctx, work: Path, base: str) -> dict:
             ip_cached = _inproc(plugin, sources[plugin], base, work)
             for mode, runs, ip in (("cold", cold, ip_cold), ("cached", cached, ip_cached)):
                 row = {"plugin": plugin, "instances": n, "mode": mode, "runs": [r["s"] for r in runs],
-                       "median_s": bl.median([r["s"] for r in runs]), "api_requests": runs[-1]["api_requests"],
+                       "median_s": bl.median([r["s"] for r in runs]),
+                       "median_cpu_s": bl.median([r["cpu_s"] for r in runs]), "api_requests": runs[-1]["api_requests"],
                        "plugin_only_s": ip and ip.get("parse_s")}
                 rows.append(row)
-                bl.log("inventory %s %d %s: %.2fs (plugin only %s s), %d API requests" % (
-                    plugin, n, mode, row["median_s"], row["plugin_only_s"], row["api_requests"]))
+                bl.log("inventory %s %d %s: %.2fs, CPU %.2fs (plugin only %s s), %d API requests" % (
+                    plugin, n, mode, row["median_s"], row["median_cpu_s"], row["plugin_only_s"],
+                    row["api_requests"]))
     return res
