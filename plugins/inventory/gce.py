@@ -676,17 +676,20 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             for name in self._builtin_group_names(rec, kinds, tag_prefix):
                 inventory.add_child(self._group(name), hostname)
 
-            # Constructable's helpers, each only when its option is set, over the host's variables with the
-            # magic ones (inventory_hostname, group_names); compose first, so groups and keyed_groups (which
-            # fetch the host's variables again) see what it set
+            # Constructable's helpers, each only when its option is set, in the order and over the variables
+            # of ansible.builtin.constructed: the host's variables with the magic ones (inventory_hostname,
+            # group_names), fetched again after compose so that groups and keyed_groups see what it set
             if compose or groups or keyed_groups:
-                host_vars = inventory.get_host(hostname).get_vars()
+                host = inventory.get_host(hostname)
+                host_vars = host.get_vars()
                 if compose:
                     self._set_composite_vars(compose, host_vars, hostname, strict=strict)
+                    host_vars = host.get_vars()
                 if groups:
-                    self._add_host_to_composed_groups(groups, host_vars, hostname, strict=strict)
+                    self._add_host_to_composed_groups(groups, host_vars, hostname, strict=strict, fetch_hostvars=False)
                 if keyed_groups:
-                    self._add_host_to_keyed_groups(keyed_groups, host_vars, hostname, strict=strict)
+                    self._add_host_to_keyed_groups(keyed_groups, host_vars, hostname, strict=strict,
+                                                   fetch_hostvars=False)
         if unnamed:
             self.display.warning("%s: skipped %d instance(s) that no entry of 'hostnames' (%s) gives a name: %s%s"
                                  % (self.NAME, len(unnamed), ", ".join(opts["hostnames"]), ", ".join(unnamed[:5]),

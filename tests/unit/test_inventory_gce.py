@@ -541,6 +541,14 @@ def test_compose_sees_the_magic_variables(tmp_path, fleet):
     assert inv.hosts["cpu-1"].vars["in_ai"] is False
 
 
+def test_groups_and_keyed_groups_see_what_compose_set(tmp_path, fleet):
+    inv = parse(write_config(tmp_path, fleet, compose={"tier": "gce_gpus | length > 0 and 'gpu' or 'cpu'"},
+                             groups={"gpu_tier": "tier == 'gpu'"}, keyed_groups=[{"key": "tier", "prefix": "tier"}],
+                             strict=True))
+    assert group_hosts(inv, "tier_gpu") == ["vm-1"] and group_hosts(inv, "tier_cpu") == ["cpu-1"]
+    assert group_hosts(inv, "gpu_tier") == ["vm-1"]
+
+
 def test_one_plugin_parses_two_inventories(tmp_path, fleet):
     """The groups the plugin made belong to one inventory: a second parse (refresh_inventory) makes them again."""
     plugin = inventory_loader.get(PLUGIN)
