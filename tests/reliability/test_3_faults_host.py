@@ -6,6 +6,7 @@ injects a fault also repairs the fault of the test before it.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -44,7 +45,6 @@ def _pids(host):
 
 
 def _models(host, key):
-    import json
     import urllib.request
 
     req = urllib.request.Request(host.url(8001, "/v1/models"), headers={"Authorization": "Bearer " + key})
@@ -127,46 +127,60 @@ LEFTOVERS = ("find /app /etc/systemd/system -xdev \\( -name '.ansible_tmp*' -o -
              "-print 2>/dev/null")
 
 
+def _installed_url(host):
+    """The URL pip recorded for the installed vLLM stand-in (its direct_url.json, PEP 610): what the venv holds."""
+    out = host.sh("cat /app/vllm-server/venv/lib/python3*/site-packages/vllm_standin-*.dist-info/direct_url.json", check=False)
+    try:
+        return json.loads(out.stdout).get("url")
+    except ValueError:
+        return None
+
+
 def test_converge_killed_during_the_vllm_install_converges_next_run(deployment):
     """SIGKILL of ansible-playbook (and its ssh) while pip installs vLLM; the next run must finish the job
     (it also repairs the crash loop left by the test before: any starting state will do)."""
     converged = deployment
     host = converged.host
-    spec = "file://" + lib.STANDIN_WHEEL_ON_HOST   # a new spec: the role must (re)install
+    # a new spec (the same wheel at another path: another URL in the venv's record): the role must (re)install
+    wheel = "/opt/standin/reinstall/" + lib.STANDIN_WHEEL_ON_HOST.rsplit("/", 1)[1]
+    host.sh("mkdir -p /opt/standin/reinstall && cp %s %s" % (lib.STANDIN_WHEEL_ON_HOST, wheel))
+    spec = "file://" + wheel
     extra = {"vllm_server_pip_spec": spec, "vllm_server_pip_extra_args": ["--force-reinstall", "--no-deps"]}
     killed = converged.configure_killed("TASK [llmops.gce_vllm.vllm_server : Install vLLM", 1.0, extra, name="kill-install")
     assert killed.killed, "the run was not killed mid-install:\n" + killed.tail()
-    marker_after_kill = host.sh("cat /app/vllm-server/venv/.llmops-pip-spec").stdout.strip()
+    url_after_kill = _installed_url(host)
     res = converged.configure(extra, name="after-kill-install")
-    marker = host.sh("cat /app/vllm-server/venv/.llmops-pip-spec").stdout.strip()
+    url = _installed_url(host)
     works = host.sh("/app/vllm-server/venv/bin/vllm --version", check=False)
     leftovers = host.sh(LEFTOVERS).stdout.split()
+    markers = host.sh("ls /app/vllm-server/.llmops-applied /app/vllm-server/venv/.llmops-pip-spec 2>/dev/null || true").stdout.split()
     healthy = converged.healthy(timeout=30)
-    ok = res.rc == 0 and marker == spec and works.returncode == 0 and not leftovers and healthy
+    ok = res.rc == 0 and url == spec and works.returncode == 0 and not leftovers and healthy and not markers
     lib.record("faults", fault="converge SIGKILLed during the vLLM install", injected="SIGKILL to ansible-playbook's "
                "process group 1 s into the install task",
                expected="the next run converges; nothing half-written",
-               observed="marker after the kill: %s; next run rc=%d (changed=%d); vllm --version rc=%d; temp files left: %d; "
-                        "healthy: %s" % ("old spec (install not recorded)" if marker_after_kill != spec else "new spec",
+               observed="venv after the kill: %s; next run rc=%d (changed=%d); vllm --version rc=%d; temp files left: %d; "
+                        "healthy: %s" % ("old install (new spec not installed)" if url_after_kill != spec else "new spec",
                                          res.rc, res.changed(), works.returncode, len(leftovers), healthy),
                survived=ok, figure="next run %.0f s" % res.seconds)
     assert res.rc == 0, res.tail()
-    assert marker == spec and works.returncode == 0, (marker, works.stdout, works.stderr)
+    assert url == spec and works.returncode == 0, (url, works.stdout, works.stderr)
     assert not leftovers, leftovers
+    assert not markers, "marker files on the host: %s" % markers
     assert healthy
     converged.set_good(vllm_server_pip_spec=spec)   # the desired state from now on (no reinstall back)
 
 
 def test_converge_killed_during_the_unit_change_converges_next_run(converged, secrets_):
-    """SIGKILL right after the new unit file is written, before its handlers (daemon-reload, restart) ran:
+    """SIGKILL right after the new unit file is written, before the run phase (daemon-reload, restart) ran:
     the next run must still bring the RUNNING service to the new configuration (the 'lost handler' case)."""
     host = converged.host
     unit = "/etc/systemd/system/vllm.service"
     old = host.read(unit)
     extra = {"vllm_server_max_model_len": 4096}
-    killed = converged.configure_killed("RUNNING HANDLER [llmops.gce_vllm.vllm_server : Reload systemd units]", 0.0, extra,
-                                        name="kill-unit")
-    assert killed.killed, "the run was not killed at the handler:\n" + killed.tail()
+    killed = converged.configure_killed("TASK [llmops.gce_vllm.venv_service : Read whether vllm.service runs what the host holds]",
+                                        0.0, extra, name="kill-unit")
+    assert killed.killed, "the run was not killed before the run phase:\n" + killed.tail()
     mid = host.read(unit)
     whole = mid in (old,) or ("--max-model-len 4096" in mid and mid.rstrip().endswith("WantedBy=multi-user.target"))
     leftovers = host.sh(LEFTOVERS).stdout.split()
@@ -177,7 +191,7 @@ def test_converge_killed_during_the_unit_change_converges_next_run(converged, se
     running_len = next((c.get("max_model_len") for c in served.values() if c.get("max_model_len")), None)
     ok = whole and not leftovers and res.rc == 0 and reload_due == "no" and running_len == 4096
     lib.record("faults", fault="converge SIGKILLed during the unit change", injected="SIGKILL to ansible-playbook's "
-               "process group when the unit's handlers start (new unit written, daemon-reload/restart not yet run)",
+               "process group when the run phase starts (new unit written, daemon-reload/restart not yet run)",
                expected="the next run converges: unit complete, systemd reloaded, the running vLLM uses the new unit",
                observed="unit after the kill complete: %s; temp files: %d; next run rc=%d; NeedDaemonReload=%s; "
                         "running max_model_len=%s" % (whole, len(leftovers), res.rc, reload_due, running_len),
@@ -191,13 +205,13 @@ def test_converge_killed_during_the_unit_change_converges_next_run(converged, se
 
 
 def test_converge_killed_before_the_restart_for_an_env_change_converges_next_run(converged):
-    """SIGKILL when the restart handler for a changed vllm.env starts: the next run must still restart vLLM
+    """SIGKILL when the restart for a changed vllm.env starts: the next run must still restart vLLM
     so that the RUNNING process has the new environment (systemd reads EnvironmentFile only at start)."""
     host = converged.host
     extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "1"}}
-    killed = converged.configure_killed("RUNNING HANDLER [llmops.gce_vllm.vllm_server : Restart vLLM]", 0.0, extra,
+    killed = converged.configure_killed("TASK [llmops.gce_vllm.venv_service : Enable and (re)start vllm.service]", 0.0, extra,
                                         name="kill-env-restart")
-    assert killed.killed, "the run was not killed at the restart handler:\n" + killed.tail()
+    assert killed.killed, "the run was not killed at the restart:\n" + killed.tail()
     on_disk = 'VLLM_STANDIN_STARTUP_DELAY="1"' in host.sh("cat /app/vllm-server/vllm.env").stdout
     res = converged.configure(extra, name="after-kill-env-restart")
     converged.set_good(**extra)   # the desired state from now on
@@ -206,7 +220,7 @@ def test_converge_killed_before_the_restart_for_an_env_change_converges_next_run
     running = host.sh("tr '\\0' '\\n' < /proc/%d/environ | grep '^VLLM_STANDIN_STARTUP_DELAY=' || true" % pid).stdout.strip()
     ok = on_disk and res.rc == 0 and healthy and running == "VLLM_STANDIN_STARTUP_DELAY=1"
     lib.record("faults", fault="converge SIGKILLed before the restart for a changed vllm.env",
-               injected="SIGKILL to ansible-playbook's process group when the 'Restart vLLM' handler starts",
+               injected="SIGKILL to ansible-playbook's process group when the (re)start task starts",
                expected="the next run restarts vLLM: the running process has the new environment",
                observed="new vllm.env on disk after the kill: %s; next run rc=%d changed=%d; running vLLM has %s"
                         % (on_disk, res.rc, res.changed(), running or "(none)"), survived=ok)

@@ -179,6 +179,24 @@ def test_unit_files(host):
     assert "User=aiserver" in ai and "RestartSec=5" in ai
 
 
+@pytest.mark.parametrize("unit", ["vllm", "ai-server"])
+def test_units_pass_systemd_analyze_verify_and_run_what_is_on_disk(host, unit):
+    """The roles verify each unit before writing it; after converge systemd runs exactly the files on disk."""
+    with host.sudo():
+        verify = host.run("d=$(mktemp -d) && cp /etc/systemd/system/%s.service $d/ && "
+                          "systemd-analyze verify --man=no $d/%s.service; r=$?; rm -rf $d; exit $r" % (unit, unit))
+        props = host.run("systemctl show %s -p NeedDaemonReload -p ActiveState" % unit).stdout
+    assert verify.rc == 0, verify.stdout + verify.stderr
+    assert "NeedDaemonReload=no" in props and "ActiveState=active" in props
+
+
+def test_no_marker_files_on_the_host(host):
+    """Restarts and installs are derived from the host's state (units, file times, the venvs), not from records."""
+    with host.sudo():
+        found = host.run("find /app /opt/llmops-uv -name '.llmops-*' 2>/dev/null").stdout.split()
+    assert found == []
+
+
 def test_vllm_process_arguments(host):
     """Each LoRA adapter reached vLLM as one JSON argument, exactly as configured; no key argument."""
     pid = host.check_output("systemctl show -p MainPID --value vllm")
