@@ -277,3 +277,28 @@ def account_state(name, group, home=None, shell=None):
     out["ok"] = (gid is not None and pw.pw_gid == gid and (home is None or pw.pw_dir == home)
                  and (shell is None or pw.pw_shell == shell))
     return out
+
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+
+
+def packages_missing(names, status_file=DPKG_STATUS):
+    """The names of `names` that dpkg does not list as installed ("install ok installed"). A name this cannot
+    judge (a version, an architecture or a pattern in it) counts as missing, and so does every name when the
+    status file cannot be read: the caller's apt task then decides."""
+    try:
+        with open(status_file, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return list(names)
+    installed_now = set()
+    for stanza in text.split("\n\n"):
+        pkg = status = None
+        for line in stanza.splitlines():
+            if line.startswith("Package:"):
+                pkg = line.split(":", 1)[1].strip()
+            elif line.startswith("Status:"):
+                status = line.split(":", 1)[1].split()
+        if pkg and status and status[-1] == "installed":
+            installed_now.add(pkg)
+    return [n for n in names if not re.match(r"^[a-z0-9][a-z0-9+.-]*$", n) or n not in installed_now]

@@ -23,6 +23,7 @@ description:
     file but before its restart leaves exactly that, so the next run restarts the service.
   - Whether the account in O(user) and each of O(paths) is as wanted (owner, group, mode; a file's SHA-1, which
     the caller compares with what it would write), so that the tasks that would change them run only when needed.
+  - Which of O(packages) dpkg does not list as installed, so that an apt task runs only when one is missing.
   - Which of O(legacy_files) (marker files of earlier versions) exist, so that a task removes only those.
   - Changes nothing; runs in check mode too.
 author:
@@ -108,6 +109,12 @@ options:
       mode:
         description: Its permission bits, octal (C("0750")).
         type: str
+  packages:
+    description:
+      - Distribution packages to look up in dpkg's status (returned in RV(packages_missing)).
+    type: list
+    elements: str
+    default: []
   legacy_files:
     description:
       - Paths that should not exist (files earlier versions wrote); returned in RV(legacy_present) when they do.
@@ -117,8 +124,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Read-only.
   diff_mode:
     support: none
+    description: Reads only; there is nothing to diff.
 notes:
   - A host whose clock is stepped between a service's start and this check can misjudge staleness by the step.
 '''
@@ -197,10 +206,20 @@ account:
   type: dict
   sample: {"name": vllm, "exists": true, "group_exists": true, "ok": true, "home": /app/vllm-server, "shell": /usr/sbin/nologin}
 paths:
-  description: Per path of O(paths), keyed by the path - exists, ok (state, owner, group and mode as wanted), state, owner, group, mode, checksum (SHA-1 of a file).
+  description:
+    - Per path of O(paths), keyed by the path - exists, ok (state, owner, group and mode as wanted), state,
+      owner, group, mode, checksum (SHA-1 of a file).
   returned: always
   type: dict
   sample: {"/app/vllm-server": {"exists": true, "ok": true, "state": directory, "owner": vllm, "group": vllm, "mode": "0750", "checksum": null}}
+packages_missing:
+  description:
+    - The names of O(packages) dpkg does not list as installed (all of them where dpkg's status cannot be read;
+      a name with a version, architecture or pattern always).
+  returned: always
+  type: list
+  elements: str
+  sample: [python3.11-venv]
 legacy_present:
   description: The paths of O(legacy_files) that exist.
   returned: always
@@ -240,6 +259,7 @@ def main():
                 group=dict(type="str"),
                 mode=dict(type="str"),
             )),
+            packages=dict(type="list", elements="str", default=[]),
             legacy_files=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
@@ -263,7 +283,8 @@ def main():
         if want["mode"] is not None and not re.match(r"^0?[0-7]{3,4}$", want["mode"]):
             module.fail_json(msg="paths: mode of %s must be octal digits such as 0750, got %r" % (want["path"], want["mode"]))
         paths[want["path"]] = ss.path_state(want["path"], want["state"], want["owner"], want["group"], want["mode"])
-    module.exit_json(changed=False, unit=unit, venvs=venvs, account=account, paths=paths,
+    missing = ss.packages_missing(p["packages"]) if p["packages"] else []
+    module.exit_json(changed=False, unit=unit, venvs=venvs, account=account, paths=paths, packages_missing=missing,
                      legacy_present=[f for f in p["legacy_files"] if os.path.lexists(f)])
 
 

@@ -133,3 +133,13 @@ def test_the_account_is_checked_with_its_group_home_and_shell():
     assert not ss.account_state("root", "root", "/elsewhere")["ok"]
     assert not ss.account_state("no-such-user-llmops", "root")["exists"]
     assert not ss.account_state("root", "no-such-group-llmops")["group_exists"]
+
+
+def test_packages_missing_reads_dpkg_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Package: acl\nStatus: install ok installed\nVersion: 2\n\n"
+                      "Package: python3-pip\nStatus: deinstall ok config-files\n\n"
+                      "Package: gcc\nStatus: install ok installed\n")
+    assert ss.packages_missing(["acl", "gcc", "python3-pip", "tree", "gcc=4:12", "acl:amd64"], str(status)) == [
+        "python3-pip", "tree", "gcc=4:12", "acl:amd64"]
+    assert ss.packages_missing(["acl"], str(tmp_path / "none")) == ["acl"]
