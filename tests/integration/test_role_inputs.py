@@ -174,8 +174,8 @@ def test_a_phase_tag_still_validates_every_role_first(converged):
                     ["ai_server_backend_callback_base_url", "WITHOUT /v1"], args=("--tags", "vllm_server_configure"))
     res = _playbook(converged, CONVERGE, {}, ("--tags", "ai_server_configure"))
     assert res.returncode == 0 and "changed=0" in res.stdout, res.stdout[-3000:]
-    assert "TASK [llmops.gce_vllm.venv_service : Write the unit of ai-server (verified by systemd-analyze)]" in res.stdout
-    assert "TASK [llmops.gce_vllm.venv_service : Write the unit of vllm (verified by systemd-analyze)]" not in res.stdout
+    assert "TASK [llmops.gce_vllm.venv_service : Write the unit, verified by systemd-analyze, of ai-server]" in res.stdout
+    assert "TASK [llmops.gce_vllm.venv_service : Write the unit, verified by systemd-analyze, of vllm]" not in res.stdout
 
 
 # Bad hosts rather than bad variables: the GPU checks come before any change too.

@@ -178,7 +178,7 @@ def test_converge_killed_during_the_unit_change_converges_next_run(converged, se
     unit = "/etc/systemd/system/vllm.service"
     old = host.read(unit)
     extra = {"vllm_server_max_model_len": 4096}
-    killed = converged.configure_killed("TASK [llmops.gce_vllm.venv_service : Read whether vllm.service runs what the host holds]",
+    killed = converged.configure_killed("TASK [llmops.gce_vllm.venv_service : Read whether the running process matches the host for vllm]",
                                         0.0, extra, name="kill-unit")
     assert killed.killed, "the run was not killed before the run phase:\n" + killed.tail()
     mid = host.read(unit)
@@ -209,7 +209,7 @@ def test_converge_killed_before_the_restart_for_an_env_change_converges_next_run
     so that the RUNNING process has the new environment (systemd reads EnvironmentFile only at start)."""
     host = converged.host
     extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "1"}}
-    killed = converged.configure_killed("TASK [llmops.gce_vllm.venv_service : Enable and (re)start vllm.service]", 0.0, extra,
+    killed = converged.configure_killed("TASK [llmops.gce_vllm.venv_service : Enable and (re)start vllm]", 0.0, extra,
                                         name="kill-env-restart")
     assert killed.killed, "the run was not killed at the restart:\n" + killed.tail()
     on_disk = 'VLLM_STANDIN_STARTUP_DELAY="1"' in host.sh("cat /app/vllm-server/vllm.env").stdout
