@@ -103,9 +103,12 @@ def test_vllm_slower_than_the_timeout_fails_with_its_journal(converged):
 
 
 def test_crash_looping_vllm_is_never_reported_healthy(deployment):
-    converged = deployment   # any starting state will do: this run rewrites vllm.env and restarts vLLM
+    converged = deployment   # any starting state will do: this run rewrites vllm.env and (re)starts vLLM
     extra = {"vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "3", "VLLM_STANDIN_CRASH": "1"},
              "vllm_server_health_timeout": 14}
+    # ... but not a healthy vLLM of the test before (its 40 s start-up may end while this run is still on its way
+    # to the restart, on a loaded machine): every 200 counted below must come from the crash-looping one
+    converged.host.sh("systemctl stop vllm")
     with HealthProbe(converged.host.url(8001, "/health")) as probe:
         res = converged.configure(extra, name="crash-loop")
     m = re.search(r"NRestarts=(\d+)", res.out)
