@@ -1,0 +1,87 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmops.gce_vllm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+name: checklist_markdown
+short_description: Render a checklist report as Markdown for a person to read
+version_added: "0.1.0"
+author:
+  - llmops.gce_vllm contributors
+description:
+  - Renders what P(llmops.gce_vllm.checklist_report#filter) built as Markdown, a heading with the time, the
+    overall result, the deployment facts, then one table of checks per host.
+  - No "Ansible managed" banner and no HTML comment; the file is this run's output for a person, not managed
+    configuration.
+  - Table cells are made safe for Markdown (no line breaks, C(|) escaped).
+options:
+  _input:
+    description: The report.
+    type: dict
+    required: true
+'''
+
+EXAMPLES = r'''
+- name: Write report.md
+  ansible.builtin.copy:
+    dest: results/latest/report.md
+    content: "{{ _report | llmops.gce_vllm.checklist_markdown }}"
+    mode: "0644"
+'''
+
+RETURN = r'''
+_value:
+  description: The Markdown text, ending with a newline.
+  type: str
+'''
+
+from ansible.errors import AnsibleFilterError
+
+
+def _cell(value):
+    return " ".join(str("" if value is None else value).split()).replace("|", "\\|")
+
+
+def _code(value):
+    return "`%s`" % str(value).replace("`", "'")
+
+
+def checklist_markdown(report):
+    """Markdown of a checklist report (see DOCUMENTATION)."""
+    if not isinstance(report, dict) or not isinstance(report.get("hosts"), list):
+        raise AnsibleFilterError("checklist_markdown: expects a report from llmops.gce_vllm.checklist_report")
+    where = []
+    if report.get("project"):
+        where.append("Project %s" % _code(report["project"]))
+    if report.get("zone"):
+        where.append("zone %s" % _code(report["zone"]))
+    verdict = "**%s**" % ("PASSED" if report.get("passed") else "FAILED")
+    lines = ["# Deployment checklist (%s)" % report.get("generated_at", "?"), "",
+             "%s: %s" % (", ".join(where), verdict) if where else verdict, ""]
+    deployment = report.get("deployment") or {}
+    for key, value in deployment.items():
+        shown = ", ".join(_code(v) for v in value) if isinstance(value, list) else _code(value)
+        lines.append("- %s: %s" % (key.replace("_", " "), shown))
+    if deployment:
+        lines.append("")
+    for host in report["hosts"]:
+        lines += ["## %s (%s, external IP %s, internal IP %s)" % (
+            host.get("instance") or host.get("host"), host.get("machine_type") or "?",
+            host.get("external_ip") or "none", host.get("internal_ip") or "?"), "",
+            "| # | check | result | detail |", "|---|---|---|---|"]
+        for check in host.get("checks") or []:
+            lines.append("| %s | %s | %s | %s |" % (
+                _cell(check.get("id") or "-"), _cell(check.get("check")), "PASS" if check.get("passed") else "FAIL",
+                _cell(check.get("detail"))))
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+class FilterModule:
+    """The collection's checklist_markdown filter."""
+
+    def filters(self):
+        return {"checklist_markdown": checklist_markdown}
