@@ -140,7 +140,7 @@ def test_no_secret_in_files_other_users_can_read(converged, secrets_):
 def test_no_secret_in_results_and_report_files(converged, secrets_, workdir):
     """verify.yml (the runbook's checklist, incl. the external checks from the controller) writes its report."""
     results = workdir / "verify-results"
-    res = converged.configure({"gce_vllm_results_dir": str(results), "gce_public_ip": converged.host.address},
+    res = converged.configure({"checklist_results_dir": str(results), "gce_public_ip": converged.host.address},
                               playbook=lib.VERIFY, name="verify")
     assert res.rc == 0, res.tail()
     files = [p for p in results.rglob("*") if p.is_file()]
