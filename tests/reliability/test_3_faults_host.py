@@ -250,6 +250,40 @@ def test_drift_env_file_edited_by_hand(converged):
     assert ok, res.tail()
 
 
+def test_checklist_with_the_ai_server_down_runs_every_check_reports_then_fails(converged, secrets_, workdir):
+    """verify.yml (the checklist role) while the AI server is stopped: every check still runs and is recorded, the
+    report is written (and says which checks failed, with no secret), and only then does the play fail."""
+    host = converged.host
+    results = workdir / "verify-ai-down"
+    host.sh("systemctl stop ai-server")
+    try:
+        res = converged.configure({"checklist_results_dir": str(results), "gce_public_ip": host.address,
+                                   "checklist_timeout": 3}, playbook=lib.VERIFY, name="verify-ai-down")
+    finally:
+        host.sh("systemctl start ai-server")
+    latest = results / "latest"
+    report = json.loads((latest / "report.json").read_text()) if (latest / "report.json").is_file() else {}
+    md = (latest / "report.md").read_text() if (latest / "report.md").is_file() else ""
+    checks = (report.get("hosts") or [{}])[0].get("checks", [])
+    ids = [c["id"] for c in checks if c["id"]]
+    failed = sorted(c["id"] or c["name"] for c in checks if not c["passed"])
+    leaked = [k for k, v in secrets_.items() if v in md or v in json.dumps(report) or v in res.out]
+    ok = (res.rc != 0 and report.get("passed") is False and ids == ["1", "2", "3", "4", "5a", "5b", "5c"]
+          and failed == ["4", "5a", "ai_server_vllm_models"] and "| 4 | AI server" in md and "**FAILED**" in md
+          and "The checklist failed on" in res.out and not leaked)
+    lib.record("faults", fault="AI server down while the checklist runs", injected="systemctl stop ai-server, verify.yml",
+               expected="every check runs, the report names the failed ones, then the play fails",
+               observed="rc=%d; report passed=%s; failed checks %s of %d; secrets in report/output: %d"
+                        % (res.rc, report.get("passed"), failed, len(checks), len(leaked)), survived=ok)
+    assert res.rc != 0, res.tail()
+    assert report, "no report under %s:\n%s" % (results, res.tail())
+    assert ids == ["1", "2", "3", "4", "5a", "5b", "5c"], checks
+    assert failed == ["4", "5a", "ai_server_vllm_models"], checks
+    assert "| 4 | AI server" in md and "**FAILED**" in md, md
+    assert "The checklist failed on" in res.out, res.tail()
+    assert not leaked, leaked
+
+
 def test_drift_service_stopped(converged):
     host = converged.host
     v0 = host.main_pid(VLLM)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -175,13 +176,15 @@ def test_cuda_init_failure_names_the_units_device_policy(converged):
     host.sh("printf '[Service]\\nExecStart=\\nExecStart=/run/llmops-cuda-fail/vllm\\n' > %s/cuda-fail.conf && "
             "systemctl daemon-reload && systemctl restart vllm.service" % dropin)
     try:
-        res = converged.configure({"vllm_server_health_timeout": 8}, name="cuda-init-failure")
+        # 2 journal lines shown: the CUDA error sits above them and must still be found, from the same one read
+        res = converged.configure({"vllm_server_health_timeout": 8, "vllm_server_journal_lines": 2}, name="cuda-init-failure")
     finally:
         host.sh("rm -rf %s/cuda-fail.conf /run/llmops-cuda-fail; systemctl daemon-reload; systemctl restart vllm.service"
                 % dropin, check=False)
     named = all(w in res.flat for w in ("CUDA could not initialise", "DevicePolicy=", "DeviceAllow=",
                                         "char-nvidia-uvm", "nvidia-device-nodes.service", "/proc/devices"))
     oom_hint = "OOM at start" in res.out
+    journal_reads = re.findall(r"TASK \[llmops\.gce_vllm\.vllm_server : [^\]]*journal[^\]]*\]", res.out)
     lib.record("faults", fault="vLLM dies with a CUDA initialisation error (device policy)",
                injected="drop-in ExecStart printing vLLM's CUDA init failure, exit 1",
                expected="configure fails naming the unit's DevicePolicy/DeviceAllow and the fix",
@@ -189,4 +192,5 @@ def test_cuda_init_failure_names_the_units_device_policy(converged):
                survived=res.rc != 0 and named and not oom_hint)
     assert res.rc != 0, res.tail()
     assert named and not oom_hint, res.tail(6000)
+    assert len(journal_reads) == 1, "the failure path read the journal %d times: %s" % (len(journal_reads), journal_reads)
     assert converged.healthy(timeout=60), "vLLM did not come back after the drop-in was removed"

@@ -256,10 +256,18 @@ def test_system_call_filter_allows_what_cuda_calls(vllm_unit):
 # The checklist's recognition of a CUDA initialisation failure (roles/vllm_server/tasks/verify.yml)
 
 
+def _tasks(tasks):
+    for task in tasks:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(task.get(key) or [])
+
+
 def _cuda_init_re():
     with open(os.path.join(ROLE, "tasks", "verify.yml"), encoding="utf-8") as f:
-        block = yaml.safe_load(f)[0]
-    fail = next(t for t in block["rescue"] if "ansible.builtin.fail" in t)
+        fails = [t for t in _tasks(yaml.safe_load(f)) if "ansible.builtin.fail" in t]
+    assert len(fails) == 1, fails
+    fail = fails[0]
     assert fail["vars"]["_vllm_server_cuda_init_re"] == "(?i)({{ _vllm_server_cuda_init_patterns | join('|') }})"
     return re.compile("(?i)(%s)" % "|".join(fail["vars"]["_vllm_server_cuda_init_patterns"]))
 
