@@ -139,9 +139,9 @@ class Deployment:
     def log(self, name):
         return self.workdir / ("%03d-%s.log" % (self._n, name))
 
-    def configure(self, extra=None, args=(), name="configure", timeout=600, playbook=lib.CONFIGURE) -> lib.Run:
+    def configure(self, extra=None, args=(), name="configure", timeout=600, playbook=lib.CONFIGURE, cwd=lib.ROOT) -> lib.Run:
         cmd = self._cmd(playbook, extra, args)
-        return lib.run(cmd, timeout=timeout, log=self.log(name))
+        return lib.run(cmd, timeout=timeout, cwd=cwd, log=self.log(name))
 
     def configure_killed(self, marker, delay, extra=None, name="killed") -> lib.Run:
         cmd = self._cmd(lib.CONFIGURE, extra, ())

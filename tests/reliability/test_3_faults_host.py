@@ -252,13 +252,16 @@ def test_drift_env_file_edited_by_hand(converged):
 
 def test_checklist_with_the_ai_server_down_runs_every_check_reports_then_fails(converged, secrets_, workdir):
     """verify.yml (the checklist role) while the AI server is stopped: every check still runs and is recorded, the
-    report is written (and says which checks failed, with no secret), and only then does the play fail."""
+    report is written (and says which checks failed, with no secret), and only then does the play fail. The
+    report goes to the default checklist_results_dir, results/ under the directory ansible-playbook runs in."""
     host = converged.host
-    results = workdir / "verify-ai-down"
+    cwd = workdir / "verify-ai-down"
+    cwd.mkdir()
+    results = cwd / "results"
     host.sh("systemctl stop ai-server")
     try:
-        res = converged.configure({"checklist_results_dir": str(results), "gce_public_ip": host.address,
-                                   "checklist_timeout": 3}, playbook=lib.VERIFY, name="verify-ai-down")
+        res = converged.configure({"gce_public_ip": host.address, "checklist_timeout": 3}, playbook=lib.VERIFY,
+                                  name="verify-ai-down", cwd=cwd)
     finally:
         host.sh("systemctl start ai-server")
     latest = results / "latest"
