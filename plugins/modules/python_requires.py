@@ -63,6 +63,13 @@ options:
       - Seconds for each index request.
     type: int
     default: 30
+  check_index:
+    description:
+      - Read each requirement's Requires-Python (package index, find-links, wheel) and compare it with O(python).
+      - V(false) checks only that O(python) exists (or that an APT package of that name would install it), with no
+        index request; for example when the virtual environment already holds the requirements.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -229,6 +236,7 @@ def main():
                                   default=["/etc/xdg/pip/pip.conf", "/etc/pip.conf"]),
             python_variable=dict(type="str", default="python"),
             timeout=dict(type="int", default=30),
+            check_index=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -248,6 +256,9 @@ def main():
                                  "package." % (var, python, var), **result)
         result["version"] = ".".join(str(x) for x in pr.release(apt)[:3])
         found = "%s is not installed; its APT package would install Python %s" % (python, apt)
+
+    if not p["check_index"]:
+        module.exit_json(**result)
 
     texts = []
     for cfg in p["pip_config_files"]:

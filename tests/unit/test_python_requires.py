@@ -243,3 +243,14 @@ def test_check_mode_reads_only(index, host):
                              check_mode=True)
     assert not failed and not res["changed"]
     assert json.dumps(res)   # serialisable
+
+
+def test_without_check_index_only_the_interpreter_is_checked(host):
+    """check_index false (the roles, when the venv already holds the spec): no index request at all, but an
+    interpreter that does not exist is still refused, naming the variable."""
+    failed, res = _run("http://127.0.0.1:9/simple", python="python3", requirements=["vllm==0.15.1"], check_index=False,
+                       python_variable="vllm_server_python")
+    assert not failed and res["installed"] and res["version"] == "3.9.2" and res["requirements"] == [], res
+    failed, res = _run("http://127.0.0.1:9/simple", python="python3.42", requirements=["vllm==0.15.1"],
+                       check_index=False, python_variable="vllm_server_python")
+    assert failed and "vllm_server_python=python3.42: no such interpreter" in res["msg"], res
