@@ -147,7 +147,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(converged, extra, words):
 
 # One task of each role's validate.yml: in the converge play (a validation pass, then the roles), each runs once.
 ONE_CHECK_PER_ROLE = [
-    "llmops.gce_vllm.gpu_host : Check that the OS is supported",
+    "llmops.gce_vllm.gpu_host : Check that the OS is supported and the gpu_host inputs",
     "llmops.gce_vllm.vllm_server : Check the vLLM API key",
     "llmops.gce_vllm.ai_server : Check ai_server_backend_internal_token",
 ]
