@@ -62,6 +62,13 @@ options:
       - Omitted, such targets are a warning (whether vLLM serves them depends on the model class).
     type: list
     elements: str
+  hidden_paths:
+    description:
+      - Directories the service cannot see (its unit's C(ProtectHome=yes) hides C(/home), C(/root), C(/run/user);
+        C(PrivateTmp=yes) gives it its own C(/tmp) and C(/var/tmp)). An adapter directory under one is refused.
+    type: list
+    elements: path
+    default: []
   working_dir:
     description: The service's working directory (relative adapter paths are resolved from it, as vLLM does).
     type: path
@@ -202,7 +209,6 @@ problems:
   elements: str
 '''
 
-import json
 import os
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
@@ -287,6 +293,12 @@ def _read_dir(path):
 def read_config(kind, where, p, warn):
     """(raw bytes, source, location) of one adapter's config; AdapterError when it cannot be served."""
     if kind == "dir":
+        real = os.path.realpath(where)
+        for hidden in p["hidden_paths"]:
+            if real == hidden.rstrip("/") or real.startswith(hidden.rstrip("/") + "/"):
+                raise rules.AdapterError("%s is under %s, which the vLLM unit's sandbox hides from vLLM (ProtectHome=yes: /home, /root, "
+                                         "/run/user; PrivateTmp=yes: /tmp, /var/tmp): put the adapter in a directory vLLM can read, "
+                                         "e.g. under vllm_server_dir" % (where, hidden))
         raw, location = _read_dir(where)
         return raw, "dir", location
     if not rules.valid_repo_id(where):
@@ -328,6 +340,7 @@ def main():
             max_lora_rank=dict(type="int", required=True),
             base_model=dict(type="str"),
             embedding_modules=dict(type="list", elements="str"),
+            hidden_paths=dict(type="list", elements="path", default=[]),
             working_dir=dict(type="path", default="/"),
             home=dict(type="path", default="/"),
             hf_home=dict(type="path"),
@@ -359,12 +372,8 @@ def main():
         entry = dict(name=name, path=path, source=None, location=None, r=None, max_rank=None, lora_alpha=None,
                      target_modules=None, modules_to_save=None, base_model_name_or_path=None, problems=[], warnings=[])
         kind, where = rules.locate(path, p["working_dir"], p["home"])
-
-        def warn(text, entry=entry):
-            entry["warnings"].append(text)
-
         try:
-            raw, source, location = read_config(kind, where, p, warn)
+            raw, source, location = read_config(kind, where, p, entry["warnings"].append)
             entry.update(source=source, location=location)
             if raw is not None:
                 if len(raw) > MAX_CONFIG_BYTES:

@@ -54,7 +54,7 @@ def test_rank_within_max_is_accepted(max_rank):
 
 
 def test_rank_pattern_counts_as_vllm_0_32_counts_it():
-    facts, problems, _ = rules.check(peft_config(r=8, rank_pattern={"v_proj": 64}), 16)
+    facts, problems = rules.check(peft_config(r=8, rank_pattern={"v_proj": 64}), 16)[:2]
     assert facts["max_rank"] == 64
     assert any("rank_pattern[v_proj] = 64 is greater than vllm_server_max_lora_rank 16" in p for p in problems)
 
@@ -113,9 +113,9 @@ def test_other_base_model_is_a_warning_only():
 @pytest.mark.parametrize("targets", [["q_proj", "embed_tokens"], ["model.embed_tokens", "v_proj"], r".*(embed_tokens|q_proj)"])
 def test_embedding_targets(targets):
     config = peft_config(r=8, target_modules=targets)
-    _, problems, warnings = rules.check(config, 16)
+    dummy, problems, warnings = rules.check(config, 16)
     assert problems == [] and "embed_tokens" in warnings[0] and "embedding_modules" in warnings[0]
-    _, problems, warnings = rules.check(config, 16, embedding_modules=["wte", "lm_head"])   # ExaoneForCausalLM's
+    dummy, problems, warnings = rules.check(config, 16, embedding_modules=["wte", "lm_head"])   # ExaoneForCausalLM's
     assert warnings == [] and "target_modules names embed_tokens, which vLLM does not serve as LoRA" in problems[0]
     assert rules.check(config, 16, embedding_modules=["embed_tokens", "lm_head"])[1:] == ([], [])   # LlamaForCausalLM's
 
@@ -176,6 +176,14 @@ def test_relative_path_from_the_working_dir_and_check_mode(tmp_path):
     failed, result = run_module(lora_adapter_info, _args([{"name": "a", "path": "adapters/a"}], working_dir=str(tmp_path)),
                                 check_mode=True)
     assert not failed and result["adapters"][0]["source"] == "dir" and result["adapters"][0]["r"] == 16
+
+
+def test_a_dir_the_sandbox_hides_is_refused(tmp_path):
+    ok = write_adapter(tmp_path / "a", peft_config(r=8))
+    failed, result = run_module(lora_adapter_info, _args([{"name": "a", "path": ok}], hidden_paths=[str(tmp_path)]))
+    assert failed and "which the vLLM unit's sandbox hides from vLLM" in result["msg"]
+    failed, result = run_module(lora_adapter_info, _args([{"name": "a", "path": ok}], hidden_paths=[str(tmp_path) + "x"]))
+    assert not failed, result
 
 
 def test_fail_on_problems_false_returns_them(tmp_path):
