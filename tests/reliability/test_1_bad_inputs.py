@@ -12,6 +12,7 @@ leave it untouched (no restart either: the main PIDs are in the snapshot).
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -221,3 +222,61 @@ def test_good_input_positive_control(deployment, api, secrets_, scratch):
     assert res.rc == 0, res.tail()
     res = _module(deployment.host, "llmops.gce_vllm.http_health", {"url": "http://127.0.0.1:8001/health", "timeout": 10})
     assert res.rc == 0, res.tail()
+
+
+# An adapter vLLM would refuse at start (its rank above --max-lora-rank: vllm#2847) must be refused before the unit
+# changes: read from the host where vLLM reads it (roles/vllm_server/tasks/validate.yml, module lora_adapter_info).
+# Its adapter_config.json is PEFT's own output (tests/fixtures/lora/, r=32).
+LORA_FIXTURE = lib.ROOT / "tests" / "fixtures" / "lora" / "peft-0.21.0-r32-q_v.json"
+LORA_DIR_ON_HOST = "/srv/lora/big-r32"
+
+
+def _service_identity(host) -> dict:
+    """What a restart or a rewrite would change: the unit's and vllm.env's checksums, MainPID, ActiveEnterTimestamp."""
+    sums = host.sh("md5sum /etc/systemd/system/vllm.service /app/vllm-server/vllm.env").stdout
+    return {"sums": sums, **host.props("vllm", "MainPID", "ActiveEnterTimestamp", "NRestarts", "ActiveState")}
+
+
+def test_lora_rank_above_max_is_refused_and_the_running_service_untouched(converged):
+    host = converged.host
+    host.sh("mkdir -p %s && cat > %s/adapter_config.json && chmod -R a+rX /srv/lora" % (LORA_DIR_ON_HOST, LORA_DIR_ON_HOST),
+            input=LORA_FIXTURE.read_text())
+    adapters = ADAPTERS + [{"name": "big", "path": LORA_DIR_ON_HOST}]
+    before, ident_before = lib.host_snapshot(host), _service_identity(host)
+    assert ident_before["ActiveState"] == "active"
+    t0 = time.monotonic()
+    res = converged.configure({"vllm_server_lora_adapters": adapters, "vllm_server_max_lora_rank": 16}, name="bad-lora-rank-32")
+    seconds = time.monotonic() - t0
+    after, ident_after = lib.host_snapshot(host), _service_identity(host)
+    words = ["big (%s): its rank r = 32 is greater than vllm_server_max_lora_rank 16" % LORA_DIR_ON_HOST,
+             "LoRA rank 32 is greater than max_lora_rank 16.", "set vllm_server_max_lora_rank to 32", "Nothing was changed"]
+    missing = [w for w in words if w not in res.flat]
+    diff = lib.diff_lines(before, after)
+    lib.record("bad_inputs", case="lora-adapter-rank-32-above-max-16", entry="configure.yml",
+               value=json.dumps({"vllm_server_lora_adapters": "+ %s (r=32)" % LORA_DIR_ON_HOST, "vllm_server_max_lora_rank": 16}),
+               words=words, rejected=res.rc != 0, message_ok=not missing, unchanged=not diff and ident_before == ident_after,
+               api_writes="-", seconds=round(seconds, 1), leaked=[k for k, v in converged.secrets.items() if v in res.out])
+    assert res.rc != 0, "configure.yml accepted an adapter of rank 32 with --max-lora-rank 16:\n" + res.tail()
+    assert not missing, "the failure does not say %s:\n%s" % (missing, res.tail())
+    assert ident_before == ident_after, "the running vLLM service was touched: %s -> %s" % (ident_before, ident_after)
+    assert not diff, "the test host changed:\n%s" % "\n".join(diff[:40])
+    assert "TASK [llmops.gce_vllm.venv_service : Write the unit" not in res.out, "the run got as far as the unit"
+
+
+def test_lora_rank_within_max_positive_control(converged):
+    """The same adapter with vllm_server_max_lora_rank 32 passes the check (and is served); then back to the good inputs."""
+    host = converged.host
+    host.sh("test -f %s/adapter_config.json" % LORA_DIR_ON_HOST)
+    adapters = ADAPTERS + [{"name": "big", "path": LORA_DIR_ON_HOST}]
+    try:
+        res = converged.configure({"vllm_server_lora_adapters": adapters, "vllm_server_max_lora_rank": 32}, name="lora-rank-32-ok")
+        assert res.rc == 0, res.tail()
+        assert "Check the LoRA adapters as vLLM will load them" in res.out
+        again = converged.configure({"vllm_server_lora_adapters": adapters, "vllm_server_max_lora_rank": 32}, name="lora-rank-32-noop")
+        assert again.rc == 0 and again.changed() == 0, again.tail()
+        # the unit already serves these adapters with this rank: the check is skipped on a no-op run
+        assert re.search(r"TASK \[llmops.gce_vllm.vllm_server : Check the LoRA adapters as vLLM will load them[^\n]*\n\s*skipping:",
+                         again.out), again.tail()
+    finally:
+        res = converged.configure(name="lora-restore")
+        assert res.rc == 0, res.tail()
