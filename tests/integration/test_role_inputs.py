@@ -212,6 +212,11 @@ def test_lora_modules_reach_vllm_as_one_json_argument_each(converged):
         {"name": "easycontract", "path": "/data/it's a $HOME ${X} 100% %n \"x\\y\" \u00e9"},
         {"name": "checklist", "path": ADAPTERS[1]["path"], "base_model_name": "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"},
     ]
+    # the role reads every adapter directory before any change (lora_adapter_info): this one must be an adapter
+    config = (ROOT / "tests" / "fixtures" / "lora" / "peft-0.21.0-r32-q_v.json").read_text().replace('"r": 32', '"r": 8')
+    converged["th"].exec_in(str(converged["state"]), converged["name"], [
+        "python3", "-c", "import os, sys; os.makedirs(sys.argv[1], exist_ok=True); "
+        "open(os.path.join(sys.argv[1], 'adapter_config.json'), 'w').write(sys.argv[2])", adapters[0]["path"], config])
     res = _playbook(converged, CONVERGE, {"vllm_server_lora_adapters": adapters})
     assert res.returncode == 0, res.stdout[-4000:]
     pid = _sh(converged, "systemctl show -p MainPID --value vllm").strip()
