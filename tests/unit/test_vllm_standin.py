@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 
 import pytest
@@ -116,9 +117,9 @@ def served():
 
 def test_api_key_guards_v1_but_not_health(served):
     assert get(served.base + "/health")[0] == 200
-    assert get(served.base + "/version") == (200, b'{"version": "0.33.0"}')
+    assert get(served.base + "/version") == (200, b'{"version":"0.33.0"}')   # compact JSON, as FastAPI writes it
     status, body = get(served.base + "/v1/models")
-    assert status == 401 and b"Unauthorized" in body
+    assert status == 401 and body == b'{"error":"Unauthorized"}'   # vLLM 0.32's exact body (tests/real_engine)
     assert get(served.base + "/v1/models", {"Authorization": "Bearer wrong"})[0] == 401
     assert get(served.base + "/v1/models", {"Authorization": KEY})[0] == 401
     assert get(served.base + "/v1/models", {"Authorization": "Bearer " + KEY})[0] == 200
@@ -151,12 +152,50 @@ def test_completions_accept_served_ids_only(served):
     assert post_json(served.base + "/v1/chat/completions", {"model": MODEL}, {})[0] == 401
 
 
+def test_max_tokens_ends_with_length_and_ignore_eos_fills_it(served):
+    """vLLM: a completion cut at max_tokens has finish_reason "length"; with ignore_eos it is exactly max_tokens long.
+    (tests/real_engine/test_2_fidelity.py compares this against the real engine.)"""
+    auth = {"Authorization": "Bearer " + KEY}
+    msgs = [{"role": "user", "content": "one two three four five six"}]
+    status, body = post_json(served.base + "/v1/chat/completions", {"model": MODEL, "messages": msgs, "max_tokens": 2}, auth)
+    assert status == 200 and body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 2
+    status, body = post_json(served.base + "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 50,
+                                                               "ignore_eos": True}, auth)
+    assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 50
+    status, body = post_json(served.base + "/v1/chat/completions", {"model": MODEL, "messages": msgs}, auth)
+    usage = body["usage"]
+    assert body["choices"][0]["finish_reason"] == "stop" and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_unknown_model_message_names_the_aliases_with_paths_hidden():
+    server = Standin(["/srv/models/base"]).wait_healthy()
+    try:
+        status, body = post_json(server.base + "/v1/completions", {"model": "nope", "prompt": "x"})
+    finally:
+        assert server.stop() == 0
+    assert status == 404 and body == {"error": {"message": "The model `nope` does not exist. Valid aliases: <path>",
+                                                "type": "NotFoundError", "param": "model", "code": 404}}
+
+
+def test_health_and_ping_are_empty_without_content_type(served):
+    for method in ("GET", "POST"):
+        req = urllib.request.Request(served.base + "/ping", method=method, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            assert resp.status == 200 and resp.read() == b"" and resp.headers.get("content-type") is None
+    with urllib.request.urlopen(served.base + "/health", timeout=2) as resp:
+        assert resp.status == 200 and resp.read() == b"" and resp.headers.get("content-type") is None
+
+
 def test_metrics_are_prometheus_text(served):
     status, body = get(served.base + "/metrics")
     text = body.decode()
     assert status == 200
     assert "# TYPE vllm:num_requests_running gauge" in text
     assert 'vllm:num_requests_running{engine="0",model_name="%s"} 0.0' % MODEL in text
+    # max_lora is --max-loras (default 1), not the number of adapters served (2 here)
+    assert 'vllm:lora_requests_info{max_lora="1",' in text
+    assert 'vllm:request_success_total{engine="0",finished_reason="length",model_name="%s"}' % MODEL in text
+    assert "# TYPE vllm:e2e_request_latency_seconds histogram" in text
 
 
 def test_key_from_environment_and_never_printed():

@@ -300,6 +300,7 @@ def serve(args):
         "max_model_len": args.max_model_len or int(os.environ.get("VLLM_STANDIN_MODEL_MAX_LEN", "32768")),
         "loras": [{"name": lora.name, "path": lora.path, "base_model_name": lora.base_model_name}
                   for lora in args.lora_modules or []],
+        "max_loras": args.max_loras,
         "api_keys": api_keys,
         "created": int(time.time()),
         "access_log": not args.disable_uvicorn_access_log,

@@ -1,6 +1,7 @@
 """HTTP side of vllm_standin (stand-in for vLLM 0.33.0, tests only): the OpenAI-compatible API shapes."""
 import hmac
 import json
+import re
 import sys
 import threading
 import time
@@ -12,6 +13,26 @@ from vllm_standin import __version__
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
                 405: "Method Not Allowed", 500: "Internal Server Error"}
 GUARDED_PREFIXES = ("/v1", "/v2", "/inference")
+# vLLM 0.32's finish reasons, each a sample of vllm:request_success_total (zero until one happens)
+FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
+# vLLM's histogram buckets (vllm/v1/metrics/loggers.py) of the two latency histograms the stand-in carries
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+                80.0, 160.0, 640.0, 2560.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
+               960.0, 1920.0, 7680.0)
+METRICS_CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"   # prometheus_client's, as vLLM 0.32 serves it
+
+
+def sanitize_message(message):
+    """vLLM's error-message sanitiser (entrypoints/serve/exception_handling/utils.py): paths become <path>."""
+    message = re.sub(r" at 0x[0-9a-fA-F]+>", ">", message)
+    message = re.sub(r"/(?:home|usr|opt|var|tmp|root|lib|mnt|srv)(?:/[\w.\-]+)+", "<path>", message)
+    message = re.sub(r"(?:/[\w\-]+)+/[\w\-]+\.\w+", "<path>", message)
+    return message.strip()
+
+
+def _hexid():
+    return uuid.uuid4().hex[:16]   # vLLM's ids: a prefix and 16 hex digits
 
 
 class StandinServer(ThreadingHTTPServer):
@@ -30,7 +51,8 @@ class StandinServer(ThreadingHTTPServer):
         self.state = state
         self.log = log
         self.lock = threading.Lock()
-        self.counters = {"requests": 0, "prompt_tokens": 0, "generation_tokens": 0}
+        self.counters = {"prompt_tokens": 0, "generation_tokens": 0, "finished": dict.fromkeys(FINISH_REASONS, 0),
+                         "e2e": []}
 
 
 def make_server(sock, state, log):
@@ -58,12 +80,15 @@ class Handler(BaseHTTPRequestHandler):
             sys.stdout.flush()
 
     def _send(self, status, body=b"", content_type="application/json", headers=None):
+        """content_type None sends none (vLLM's /health and /ping: an empty 200 without one). JSON is compact, as
+        FastAPI's JSONResponse and pydantic's model_dump_json write it."""
         if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
+            body = json.dumps(body, separators=(",", ":")).encode()
         elif isinstance(body, str):
             body = body.encode()
         self.send_response(status, HTTP_REASONS.get(status))
-        self.send_header("content-type", content_type)
+        if content_type:
+            self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -73,7 +98,8 @@ class Handler(BaseHTTPRequestHandler):
         self._access_log(status)
 
     def _error(self, status, message, err_type, param=None):
-        self._send(status, {"error": {"message": message, "type": err_type, "param": param, "code": status}})
+        self._send(status, {"error": {"message": sanitize_message(message), "type": err_type, "param": param,
+                                      "code": status}})
 
     def _route(self):
         path = self.path.split("?", 1)[0]
@@ -115,17 +141,17 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized(path):
             self._send(401, {"error": "Unauthorized"})
             return
-        if path == "/health":
-            self._send(200, b"")
-        elif path == "/ping":
-            self._send(200, b"")
+        if path in ("/health", "/ping"):
+            self._send(200, b"", content_type=None)
+        elif path == "/load":
+            self._send(200, {"server_load": 0})
         elif path == "/version":
             self._send(200, {"version": __version__})
         elif path == "/v1/models":
             self._send(200, self.models())
         elif path == "/metrics":
-            self._send(200, self.metrics(), content_type="text/plain; version=0.0.4; charset=utf-8")
-        elif path in ("/v1/chat/completions", "/v1/completions"):
+            self._send(200, self.metrics(), content_type=METRICS_CONTENT_TYPE)
+        elif path in ("/v1/chat/completions", "/v1/completions", "/invocations", "/tokenize", "/detokenize"):
             self._send(405, {"detail": "Method Not Allowed"})
         else:
             self._send(404, {"detail": "Not Found"})
@@ -135,8 +161,11 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized(path):
             self._send(401, {"error": "Unauthorized"})
             return
-        if path not in ("/v1/chat/completions", "/v1/completions"):
-            if path in ("/health", "/ping", "/version", "/v1/models", "/metrics"):
+        if path == "/ping":   # POST /ping too, like vLLM's SageMaker routes
+            self._send(200, b"", content_type=None)
+            return
+        if path not in ("/v1/chat/completions", "/v1/completions", "/invocations", "/tokenize", "/detokenize"):
+            if path in ("/health", "/version", "/v1/models", "/metrics", "/load"):
                 self._send(405, {"detail": "Method Not Allowed"})
             else:
                 self._send(404, {"detail": "Not Found"})
@@ -144,9 +173,22 @@ class Handler(BaseHTTPRequestHandler):
         data = self._read_json()
         if data is None:
             return
+        if path == "/invocations":   # vLLM's SageMaker route: a chat or a completion, by the body (NOT key-guarded)
+            path = "/v1/chat/completions" if "messages" in data else "/v1/completions"
         model = data.get("model") or self.server.state["served"]
         if model not in self.served_ids():
-            self._error(404, "The model `%s` does not exist." % model, "NotFoundError", "model")
+            self._error(404, "The model `%s` does not exist. Valid aliases: %s." % (model, self.server.state["served"]),
+                        "NotFoundError", "model")
+            return
+        if path == "/tokenize":   # NOT key-guarded in vLLM either; the stand-in's tokens are words
+            text = data.get("prompt") or " ".join(str(m.get("content", "")) for m in data.get("messages") or []
+                                                  if isinstance(m, dict))
+            tokens = list(range(1, _tokens(text) + 1))
+            self._send(200, {"count": len(tokens), "max_model_len": self.server.state["max_model_len"],
+                             "tokens": tokens, "token_strs": None})
+            return
+        if path == "/detokenize":
+            self._send(200, {"prompt": " ".join("t%d" % t for t in data.get("tokens") or [])})
             return
         if path == "/v1/chat/completions":
             messages = data.get("messages")
@@ -161,37 +203,51 @@ class Handler(BaseHTTPRequestHandler):
                 return
             prompt = data["prompt"] if isinstance(data["prompt"], str) else json.dumps(data["prompt"])
             last = prompt
-        text = "[vllm_standin %s] %s" % (model, last[:200])
+        started = time.time()
+        words = ("[vllm_standin %s] %s" % (model, last[:200])).split()
         max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
+        finish = "stop"
         if isinstance(max_tokens, int) and max_tokens > 0:
-            text = " ".join(text.split()[:max_tokens])
-        usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(text)}
+            # vLLM stops at max_tokens with finish_reason "length"; ignore_eos generates exactly max_tokens
+            if len(words) >= max_tokens or data.get("ignore_eos"):
+                finish = "length"
+            words = (words + ["..."] * max_tokens)[:max_tokens] if data.get("ignore_eos") else words[:max_tokens]
+        text = " ".join(words)
+        # vLLM's usage key order
+        usage = {"prompt_tokens": _tokens(prompt), "total_tokens": 0, "completion_tokens": len(words),
+                 "prompt_tokens_details": None, "completion_tokens_details": None}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         with self.server.lock:
-            self.server.counters["requests"] += 1
+            self.server.counters["finished"][finish] += 1
             self.server.counters["prompt_tokens"] += usage["prompt_tokens"]
             self.server.counters["generation_tokens"] += usage["completion_tokens"]
+            self.server.counters["e2e"].append(time.time() - started)
         created = int(time.time())
+        fingerprint = "vllm-%s-standin" % __version__
         if path == "/v1/chat/completions":
             if data.get("stream"):
-                self._stream_chat(model, text, created)
+                self._stream_chat(model, text, created, finish)
                 return
-            body = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                                         "reasoning_content": None, "tool_calls": []},
-                                 "logprobs": None, "finish_reason": "stop", "stop_reason": None}],
-                    "usage": usage, "prompt_logprobs": None}
+            body = {"id": "chatcmpl-" + _hexid(), "object": "chat.completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None,
+                                                         "annotations": None, "audio": None, "function_call": None,
+                                                         "reasoning": None},
+                                 "logprobs": None, "finish_reason": finish, "stop_reason": None, "token_ids": None,
+                                 "routed_experts": None}],
+                    "service_tier": None, "system_fingerprint": fingerprint, "usage": usage,
+                    "prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None,
+                    "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         else:
-            body = {"id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion", "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop",
-                                 "stop_reason": None, "prompt_logprobs": None}],
-                    "usage": usage}
+            body = {"id": "cmpl-" + _hexid(), "object": "text_completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
+                                 "stop_reason": None, "token_ids": None, "prompt_logprobs": None,
+                                 "prompt_token_ids": None, "routed_experts": None}],
+                    "service_tier": None, "system_fingerprint": fingerprint, "usage": usage,
+                    "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         self._send(200, body)
 
-    def _stream_chat(self, model, text, created):
-        cid = "chatcmpl-" + uuid.uuid4().hex
+    def _stream_chat(self, model, text, created, finish="stop"):
+        cid = "chatcmpl-" + _hexid()
         self.send_response(200, "OK")
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("connection", "close")
@@ -202,8 +258,8 @@ class Handler(BaseHTTPRequestHandler):
             last = i == len(chunks) - 1
             event = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                  "finish_reason": "stop" if last else None}]}
-            self.wfile.write(("data: %s\n\n" % json.dumps(event)).encode())
+                                  "finish_reason": finish if last else None}]}
+            self.wfile.write(("data: %s\n\n" % json.dumps(event, separators=(",", ":"))).encode())
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self._access_log(200)
@@ -217,7 +273,7 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
 
         def permission():
-            return [{"id": "modelperm-" + uuid.uuid4().hex, "object": "model_permission",
+            return [{"id": "modelperm-" + _hexid(), "object": "model_permission",
                      "created": state["created"], "allow_create_engine": False, "allow_sampling": True,
                      "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
                      "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False}]
@@ -233,10 +289,25 @@ class Handler(BaseHTTPRequestHandler):
         return {"object": "list", "data": cards}
 
     def metrics(self):
+        """The vllm: families the collection documents, as vLLM 0.32 writes them: labels in sorted order, every
+        finish reason of vllm:request_success_total, lora_requests_info's max_lora = --max-loras (how many adapters
+        one batch may hold, not how many are served)."""
         state = self.server.state
         with self.server.lock:
-            counters = dict(self.server.counters)
+            counters = dict(self.server.counters, finished=dict(self.server.counters["finished"]),
+                            e2e=list(self.server.counters["e2e"]))
         label = 'engine="0",model_name="%s"' % state["served"]
+
+        def histogram(name, help_text, buckets, values):
+            out = ["# HELP %s %s" % (name, help_text), "# TYPE %s histogram" % name]
+            for le in buckets:
+                out.append('%s_bucket{engine="0",le="%s",model_name="%s"} %.1f'
+                           % (name, le, state["served"], sum(1 for v in values if v <= le)))
+            out.append('%s_bucket{engine="0",le="+Inf",model_name="%s"} %.1f' % (name, state["served"], len(values)))
+            out.append("%s_count{%s} %.1f" % (name, label, len(values)))
+            out.append("%s_sum{%s} %r" % (name, label, float(sum(values))))
+            return out
+
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
             "# TYPE vllm:num_requests_running gauge",
@@ -247,18 +318,25 @@ class Handler(BaseHTTPRequestHandler):
             "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
             "# TYPE vllm:kv_cache_usage_perc gauge",
             "vllm:kv_cache_usage_perc{%s} 0.0" % label,
-            "# HELP vllm:lora_requests_info Running stats on lora requests.",
-            "# TYPE vllm:lora_requests_info gauge",
-            'vllm:lora_requests_info{max_lora="%d",running_lora_adapters="",waiting_lora_adapters=""} %.1f'
-            % (len(state["loras"]), time.time()),
-            "# HELP vllm:request_success_total Count of successfully processed requests.",
-            "# TYPE vllm:request_success_total counter",
-            'vllm:request_success_total{%s,finished_reason="stop"} %.1f' % (label, counters["requests"]),
             "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
             "# TYPE vllm:prompt_tokens_total counter",
             "vllm:prompt_tokens_total{%s} %.1f" % (label, counters["prompt_tokens"]),
             "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
             "# TYPE vllm:generation_tokens_total counter",
             "vllm:generation_tokens_total{%s} %.1f" % (label, counters["generation_tokens"]),
+            "# HELP vllm:request_success_total Count of successfully processed requests.",
+            "# TYPE vllm:request_success_total counter",
+        ]
+        lines += ['vllm:request_success_total{engine="0",finished_reason="%s",model_name="%s"} %.1f'
+                  % (reason, state["served"], counters["finished"][reason]) for reason in FINISH_REASONS]
+        lines += histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                           TTFT_BUCKETS, counters["e2e"])
+        lines += histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
+                           E2E_BUCKETS, counters["e2e"])
+        lines += [
+            "# HELP vllm:lora_requests_info Running stats on lora requests.",
+            "# TYPE vllm:lora_requests_info gauge",
+            'vllm:lora_requests_info{max_lora="%d",running_lora_adapters="",waiting_lora_adapters=""} %r'
+            % (state["max_loras"], time.time()),
         ]
         return "\n".join(lines) + "\n"
