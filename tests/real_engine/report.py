@@ -107,7 +107,8 @@ def render(d: dict) -> str:
               for x in d["fidelity"]]
     routes = d["routes"]
     lines += ["", "## Security probe: every route on the public port without the key", "",
-              "Routes from the engine's own `/openapi.json` (read with the key) plus `POST /invocations`, `GET /ping` and FastAPI's `/openapi.json`, `/docs`, `/redoc`, "
+              "Routes from the engine's own `/openapi.json` (read with the key) plus `POST /invocations`, `GET /ping` "
+              "and FastAPI's `/openapi.json`, `/docs`, `/redoc`, "
               "each asked from the controller on the public port (`vllm_server_port`) with no key, a wrong key and the "
               "right key. Allowed to answer 2xx without the right key: %s. Any other route that does fails the suite." % (
                   ", ".join("`%s`" % p for p in f.get("open_without_key", [])) or "?"), ""]
