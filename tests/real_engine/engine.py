@@ -140,8 +140,8 @@ def wheelhouse(torch_wheel: Path) -> Path:
 def _run(cmd, what, timeout=1200):
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise Missing("%s failed (rc=%d): %s\n%s" % (what, proc.returncode, " ".join(map(str, cmd)),
-                                                    (proc.stdout + proc.stderr)[-3000:]))
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise Missing("%s failed (rc=%d): %s\n%s" % (what, proc.returncode, " ".join(map(str, cmd)), tail))
     return proc.stdout
 
 

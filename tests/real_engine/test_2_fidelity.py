@@ -162,8 +162,8 @@ def test_chat_completion(pair, model):
 
 
 def test_completion(pair):
-    got = pair.ask("/v1/completions", "POST", {"model": pair.base, "prompt": "The contract", "max_tokens": 3,
-                                                "temperature": 0, "ignore_eos": True})
+    body = {"model": pair.base, "prompt": "The contract", "max_tokens": 3, "temperature": 0, "ignore_eos": True}
+    got = pair.ask("/v1/completions", "POST", body)
     view = {s: _completion_view(r, 3) for s, r in got.items()}
     compare("POST /v1/completions (max_tokens 3, ignore_eos): shape, finish_reason, usage", view["real"], view["standin"])
 
