@@ -124,7 +124,7 @@ def test_key_in_no_command_line_and_no_log(deployment, secrets_):
     engine_cmd = deployment.host.sh("for p in $(pgrep -u vllm); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done").stdout
     journal = deployment.host.sh("journalctl --no-pager -o cat | grep -c -F -- %s || true" % key).stdout.strip()
     # the journal carries the engine's own start-up lines: proof the search looks at a real log
-    engine_logged = deployment.host.sh("journalctl --no-pager -o cat -u vllm | grep -c 'vLLM API server version' || true"
+    engine_logged = deployment.host.sh("journalctl --no-pager -o cat -u vllm | grep -c 'non-default args' || true"
                                        ).stdout.strip()
     logs = {p.name: p.read_text().count(key) for p in deployment.logs}
     report.check("the API key is in no process's command line (sampled during every converge and now)", not hits,
