@@ -38,8 +38,8 @@ WORDS = ("contract clause party agree term payment notice breach liability warra
 def corpus(lines=600, seed=7):
     rnd = random.Random(seed)
     out = []
-    for _ in range(lines):
-        out.append(" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 18))).capitalize() + ".")
+    for _line in range(lines):
+        out.append(" ".join(rnd.choice(WORDS) for _word in range(rnd.randint(6, 18))).capitalize() + ".")
     return out
 
 
