@@ -64,6 +64,14 @@ def _yes(v) -> str:
     return "yes" if v else "**NO**"
 
 
+def _verdict(r: dict) -> str:
+    if r["open"]:
+        return "open (allowed)" if r["allowed"] else "**OPEN**"
+    if r["none"] in ("401", "403") and r["wrong"] in ("401", "403"):
+        return "guarded"
+    return "not guarded (no 401), but refused this request"
+
+
 def render(d: dict) -> str:
     f = d["facts"]
     m = f.get("model", {})
@@ -118,7 +126,7 @@ def render(d: dict) -> str:
                   "| method | path | no key | wrong key | right key | verdict |", "|---|---|---|---|---|---|"]
         lines += ["| %s | `%s` | %s | %s | %s | %s |" % (
             r["method"], r["path"], r["none"], r["wrong"], r["right"],
-            "**OPEN**" if r["open"] and not r["allowed"] else ("open (allowed)" if r["open"] else "guarded"))
+            _verdict(r))
             for r in routes]
     else:
         lines += ["(not run)"]
