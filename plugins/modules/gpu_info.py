@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 ---
 module: gpu_info
-short_description: Read the NVIDIA GPUs, driver and CUDA version of a host with nvidia-smi
+short_description: Read the NVIDIA GPUs, driver and CUDA version of a host, and where the linker finds libcuda
 version_added: "0.1.0"
 description:
   - Runs C(nvidia-smi --query-gpu=name,memory.total,driver_version,count,compute_cap,uuid,pci.bus_id
@@ -17,7 +17,13 @@ description:
     the banner that plain C(nvidia-smi) prints (the C(CUDA Version) field, for example C(13.0)).
   - Values nvidia-smi reports as C([N/A]) are returned as null. Drivers too old for C(compute_cap) are
     queried again without it.
-  - Read-only; runs in check mode too. Fails clearly when nvidia-smi is missing or cannot talk to the driver.
+  - Also returns where the dynamic linker finds the driver's C(libcuda.so.1) for a program started with no
+    E(LD_LIBRARY_PATH) (RV(libcuda)), that is the first entry of C(ldconfig -p) (the linker cache) of the host's
+    architecture, else the file in one of the loader's system directories (C(/lib/<triplet>),
+    C(/usr/lib/<triplet>), C(/lib), C(/usr/lib) on Debian and Ubuntu), as C(ld.so) searches. With
+    O(libcuda_dir) it also says whether C(libcuda.so.1) is in that directory.
+  - Read-only; runs in check mode too. Fails clearly when nvidia-smi is missing or cannot talk to the driver
+    (RV(libcuda) is returned then too).
 author:
   - llmops team (@llmops)
 options:
@@ -25,6 +31,16 @@ options:
     description:
       - Path of the nvidia-smi program. By default it is searched in E(PATH), then in C(/usr/bin),
         C(/usr/local/nvidia/bin) and C(/usr/local/bin).
+    type: path
+  libcuda_dir:
+    description:
+      - A directory that must hold C(libcuda.so.1) (for example the one a unit's E(LD_LIBRARY_PATH) names);
+        RV(libcuda.in_dir) says whether it does. Without it RV(libcuda.in_dir) is null.
+    type: path
+  ldconfig:
+    description:
+      - Path of the ldconfig program whose C(-p) lists the linker cache. By default it is searched in E(PATH),
+        then in C(/sbin) and C(/usr/sbin). Without one only the system directories are looked at.
     type: path
 attributes:
   check_mode:
@@ -50,6 +66,11 @@ EXAMPLES = r'''
       - gpu.gpus | selectattr('name', 'equalto', 'NVIDIA L4') | list | length >= 1
       - gpu.driver_major >= 580
     fail_msg: "Found {{ gpu.gpus | map(attribute='name') | list }} with driver {{ gpu.driver_version }}"
+
+- name: Require that the dynamic linker finds libcuda.so.1 without LD_LIBRARY_PATH
+  ansible.builtin.assert:
+    that: gpu.libcuda.path
+    fail_msg: "ldconfig -p lists no libcuda.so.1 and no system directory holds it"
 '''
 
 RETURN = r'''
@@ -119,17 +140,56 @@ nvidia_smi:
   returned: always
   type: str
   sample: /usr/bin/nvidia-smi
+libcuda:
+  description: Where the dynamic linker finds C(libcuda.so.1) for a program started with no E(LD_LIBRARY_PATH).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: The library looked for, C(libcuda.so.1).
+      type: str
+    path:
+      description: The file the linker loads (the first of RV(libcuda.cache), else the one in a system directory); null if none.
+      type: str
+    found_by:
+      description: C(ld.so.cache) (listed by C(ldconfig -p)), C(system directory) (not in the cache, in a system directory), or null.
+      type: str
+    cache:
+      description: Every path C(ldconfig -p) lists for C(libcuda.so.1) of this architecture, in the linker's order.
+      type: list
+      elements: str
+    ldconfig:
+      description: The ldconfig program that was run (null if none was found or it failed).
+      type: str
+    dir:
+      description: O(libcuda_dir), or null.
+      type: str
+    in_dir:
+      description: Whether O(libcuda_dir) holds C(libcuda.so.1); null without O(libcuda_dir).
+      type: bool
+  sample:
+    name: libcuda.so.1
+    path: /usr/lib/x86_64-linux-gnu/libcuda.so.1
+    found_by: ld.so.cache
+    cache: [/usr/lib/x86_64-linux-gnu/libcuda.so.1]
+    ldconfig: /usr/sbin/ldconfig
+    dir: null
+    in_dir: null
 '''
 
 import csv
 import io
 import os
+import platform
 import re
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.gce_vllm.plugins.module_utils.ldconfig import locate
 
 QUERY_FIELDS = ('name', 'memory.total', 'driver_version', 'count', 'compute_cap', 'uuid', 'pci.bus_id')
 SEARCH_DIRS = ['/usr/bin', '/usr/local/nvidia/bin', '/usr/local/bin']
+LDCONFIG_DIRS = ['/sbin', '/usr/sbin']
+LIBCUDA = 'libcuda.so.1'
 CUDA_RE = re.compile(r'CUDA Version\s*:\s*([0-9][0-9.]*|N/A)')
 
 
@@ -195,21 +255,43 @@ def _output_line(out, err):
     return ' '.join(text.splitlines()[:3]) if text else '(no output)'
 
 
+def find_libcuda(module, libcuda_dir=None, ldconfig=None):
+    """RV(libcuda): `ldconfig -p` read once, parsed by module_utils/ldconfig.py."""
+    if ldconfig and not (os.path.isfile(ldconfig) and os.access(ldconfig, os.X_OK)):
+        module.fail_json(msg='ldconfig=%s does not exist or is not executable.' % ldconfig)
+    program = ldconfig or module.get_bin_path('ldconfig') or module.get_bin_path('ldconfig', opt_dirs=LDCONFIG_DIRS)
+    text = None
+    if program:
+        # C locale: the cache listing is not translated, but its header and errors would be
+        rc, out, dummy = module.run_command([program, '-p'], environ_update=dict(LC_ALL='C', LANG='C'))
+        if rc == 0:
+            text = out
+        else:
+            program = None
+    found = locate(LIBCUDA, text, platform.machine())
+    found.update(ldconfig=program, dir=libcuda_dir,
+                 in_dir=os.path.exists(os.path.join(libcuda_dir, LIBCUDA)) if libcuda_dir else None)
+    return found
+
+
 def main():
-    module = AnsibleModule(argument_spec=dict(nvidia_smi=dict(type='path')), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(nvidia_smi=dict(type='path'), libcuda_dir=dict(type='path'),
+                                              ldconfig=dict(type='path')),
+                           supports_check_mode=True)
+    libcuda = find_libcuda(module, module.params['libcuda_dir'], module.params['ldconfig'])
     smi = module.params['nvidia_smi']
     if smi:
         found = smi if os.path.isabs(smi) else module.get_bin_path(smi)
         if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
             module.fail_json(msg='nvidia_smi=%s does not exist or is not executable; point nvidia_smi at the '
-                                 'nvidia-smi program of the NVIDIA driver.' % smi)
+                                 'nvidia-smi program of the NVIDIA driver.' % smi, libcuda=libcuda)
     else:
         # PATH first (get_bin_path would search opt_dirs before PATH), then the usual driver locations.
         smi = module.get_bin_path('nvidia-smi') or module.get_bin_path('nvidia-smi', opt_dirs=SEARCH_DIRS)
         if not smi:
             module.fail_json(msg='nvidia-smi was not found in PATH or %s: this host has no NVIDIA driver '
                                  '(use an image with the driver, e.g. ubuntu-accelerator-2204-amd64-with-nvidia-580) '
-                                 'or set nvidia_smi to its path.' % ', '.join(SEARCH_DIRS))
+                                 'or set nvidia_smi to its path.' % ', '.join(SEARCH_DIRS), libcuda=libcuda)
 
     fields = list(QUERY_FIELDS)
     cmd = [smi, '--query-gpu=' + ','.join(fields), '--format=csv,noheader,nounits']
@@ -222,23 +304,23 @@ def main():
         gpus = []
     elif rc != 0:
         module.fail_json(msg='%s failed (exit status %d): %s' % (' '.join(cmd), rc, _output_line(out, err)),
-                         rc=rc, stdout=out, stderr=err, nvidia_smi=smi)
+                         rc=rc, stdout=out, stderr=err, nvidia_smi=smi, libcuda=libcuda)
     else:
         try:
             gpus = parse_query(out, fields)
         except ValueError as exc:
             module.fail_json(msg='Cannot parse the output of %s: %s' % (' '.join(cmd), exc), stdout=out,
-                             nvidia_smi=smi)
+                             nvidia_smi=smi, libcuda=libcuda)
 
     cuda_version = None
     if gpus:
         rc, banner, err = module.run_command([smi])
         if rc != 0:
             module.fail_json(msg='%s failed (exit status %d): %s' % (smi, rc, _output_line(banner, err)),
-                             rc=rc, stdout=banner, stderr=err, nvidia_smi=smi)
+                             rc=rc, stdout=banner, stderr=err, nvidia_smi=smi, libcuda=libcuda)
         cuda_version = parse_cuda_version(banner)
     result = summarize(gpus, cuda_version)
-    module.exit_json(changed=False, nvidia_smi=smi, **result)
+    module.exit_json(changed=False, nvidia_smi=smi, libcuda=libcuda, **result)
 
 
 if __name__ == '__main__':
