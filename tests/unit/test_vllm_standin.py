@@ -125,6 +125,23 @@ def test_api_key_guards_v1_but_not_health(served):
     assert get(served.base + "/v1/models", {"Authorization": "Bearer " + KEY})[0] == 200
 
 
+def test_routes_outside_v1_answer_without_a_key_as_vllm_does(served):
+    """vLLM 0.32.0's key middleware guards /v1, /v2 and /inference only (measured on the real engine): the stand-in
+    is as lenient, so a test against it sees what an unguarded port gives away (POST /invocations: a completion)."""
+    for path in ("/ping", "/version", "/load", "/metrics", "/openapi.json", "/docs"):
+        assert get(served.base + path)[0] == 200, path
+    status, body = post_json(served.base + "/invocations", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200 and body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
+    status, body = post_json(served.base + "/invocations", {"model": MODEL, "prompt": "hi"})
+    assert status == 200 and body["object"] == "text_completion"
+    status, body = post_json(served.base + "/tokenize", {"model": MODEL, "prompt": "two words"})
+    assert status == 200 and body["count"] == 2
+    assert post_json(served.base + "/detokenize", {"model": MODEL, "tokens": [1, 2]})[0] == 200
+    import json
+    paths = json.loads(get(served.base + "/openapi.json")[1])["paths"]
+    assert "/invocations" in paths and "/v1/chat/completions" in paths
+
+
 def test_models_list_has_base_then_adapters(served):
     status, body = get(served.base + "/v1/models", {"Authorization": "Bearer " + KEY})
     import json

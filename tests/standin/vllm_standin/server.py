@@ -21,6 +21,14 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
                960.0, 1920.0, 7680.0)
 METRICS_CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"   # prometheus_client's, as vLLM 0.32 serves it
+# Routes the stand-in serves (also listed by its /openapi.json, which vLLM serves without a key too)
+OPENAPI_PATHS = {
+    "/health": ["get"], "/ping": ["get", "post"], "/version": ["get"], "/load": ["get"], "/metrics": ["get"],
+    "/tokenize": ["post"], "/detokenize": ["post"], "/invocations": ["post"], "/v1/models": ["get"],
+    "/v1/chat/completions": ["post"], "/v1/completions": ["post"],
+}
+DOCS_HTML = ("<!DOCTYPE html><html><head><title>FastAPI - Swagger UI</title></head>"
+             "<body><div id=\"swagger-ui\"></div></body></html>")
 
 
 def sanitize_message(message):
@@ -145,6 +153,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"", content_type=None)
         elif path == "/load":
             self._send(200, {"server_load": 0})
+        elif path == "/openapi.json":
+            self._send(200, {"openapi": "3.1.0", "info": {"title": "FastAPI", "version": "0.1.0"},
+                             "paths": {p: {m: {} for m in ms} for p, ms in OPENAPI_PATHS.items()}})
+        elif path == "/docs":
+            self._send(200, DOCS_HTML, content_type="text/html; charset=utf-8")
         elif path == "/version":
             self._send(200, {"version": __version__})
         elif path == "/v1/models":
@@ -165,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"", content_type=None)
             return
         if path not in ("/v1/chat/completions", "/v1/completions", "/invocations", "/tokenize", "/detokenize"):
-            if path in ("/health", "/version", "/v1/models", "/metrics", "/load"):
+            if path in ("/health", "/version", "/v1/models", "/metrics", "/load", "/openapi.json", "/docs"):
                 self._send(405, {"detail": "Method Not Allowed"})
             else:
                 self._send(404, {"detail": "Not Found"})
