@@ -14,6 +14,9 @@ No marker files: what a run needs to decide is on the host already.
   of each file a start reads, against the start time of the running main process
   (``ExecMainStartTimestampMonotonic``: a plain integer on every systemd, taken on the same
   CLOCK_MONOTONIC this host's Python reads, so no date parsing and no locale).
+- Whether a master-worker server (HAProxy ``-Ws``) must reload: a reload keeps the main process and forks new
+  workers that run the new configuration, so the configuration in use was loaded when the youngest child of
+  the main process started (``/proc/PID/stat`` start time, in clock ticks since boot).
 """
 
 from __future__ import annotations
@@ -205,6 +208,61 @@ def changed_since(paths, since):
         if ctime > since:
             out.append(path)
     return out
+
+
+def _boot_clock():
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
+        return time.monotonic()
+
+
+def _stat_fields(pid, proc="/proc"):
+    """(ppid, start time in clock ticks since boot) of a process; None when it is gone."""
+    try:
+        with open(os.path.join(proc, str(pid), "stat"), encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()   # after "pid (comm) ": state is fields[0]
+    try:
+        return int(fields[1]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def loaded_at(main_pid, proc="/proc", now_realtime=None, now_boottime=None):
+    """The realtime (epoch seconds) at which the youngest child of `main_pid` started, i.e. when a master-worker
+    server last loaded its configuration (a reload forks new workers and keeps the main process); None when the
+    main process has no child."""
+    youngest = None
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry, proc)
+        if fields and fields[0] == main_pid and (youngest is None or fields[1] > youngest):
+            youngest = fields[1]
+    if youngest is None:
+        return None
+    now_rt = time.time() if now_realtime is None else now_realtime
+    now_boot = _boot_clock() if now_boottime is None else now_boottime
+    return now_rt - (now_boot - youngest / float(os.sysconf("SC_CLK_TCK")))
+
+
+def reload_state(props, reload_files, proc="/proc", now_realtime=None, now_boottime=None):
+    """Whether a running master-worker service must reload to run the `reload_files` on disk, and why. A main
+    process without a child (no worker yet) counts as loaded at its own start."""
+    active = props.get("ActiveState") == "active"
+    pid = props.get("MainPID") or "0"
+    when = None
+    if active and pid.isdigit() and int(pid) > 0:
+        when = loaded_at(int(pid), proc, now_realtime, now_boottime)
+        if when is None:
+            when = started_at(props, now_realtime)
+    changed = changed_since(reload_files, when) if when is not None else []
+    return {"loaded_at": when, "changed_since_load": changed, "reload_due": bool(active and changed),
+            "reload_reason": ("changed after the running workers loaded their configuration: " + ", ".join(changed))
+            if changed else ""}
 
 
 def service_state(props, files, venvs, now_realtime=None, now_monotonic=None):

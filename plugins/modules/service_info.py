@@ -59,6 +59,15 @@ options:
       requirements_file:
         description: A requirements file on the host whose lines the venv must hold too.
         type: path
+  reload_files:
+    description:
+      - Files a reload of the service reads (a master-worker server such as HAProxy C(-Ws), whose reload keeps
+        the main process and forks new workers). A change (ctime) after the youngest child of the running main
+        process started makes a reload due (RV(unit.reload_due)); a restart is not needed for them.
+      - Needs O(name).
+    type: list
+    elements: path
+    default: []
   watch_venvs:
     description:
       - Virtual environments the service runs from; a change of their C(site-packages) (an install, an
@@ -179,6 +188,15 @@ unit:
     reason:
       description: Why it is stale, in words; empty when it is not.
       type: str
+    loaded_at:
+      description: Epoch seconds at which the running workers (the youngest child of the main process) started; null when none runs.
+      type: float
+    reload_due:
+      description: One of O(reload_files) changed after the running workers loaded their configuration.
+      type: bool
+    reload_reason:
+      description: Why a reload is due, in words; empty when it is not.
+      type: str
   sample: {"active": true, "stale": false, "need_daemon_reload": false, "changed_since_start": [], "reason": ""}
 venvs:
   description: Per entry of O(venvs), in order.
@@ -246,6 +264,7 @@ def main():
                 requirements_file=dict(type="path"),
             )),
             watch_venvs=dict(type="list", elements="path", default=[]),
+            reload_files=dict(type="list", elements="path", default=[]),
             user=dict(type="dict", options=dict(
                 name=dict(type="str", required=True),
                 group=dict(type="str", required=True),
@@ -276,6 +295,7 @@ def main():
             module.fail_json(msg="systemctl show %s failed (rc=%d): %s" % (name, rc, err.strip()))
         props = ss.parse_show(out)
         unit = ss.service_state(props, p["files"], p["watch_venvs"])
+        unit.update(ss.reload_state(props, p["reload_files"]))
         unit["properties"] = props
     account = ss.account_state(**p["user"]) if p["user"] else {}
     paths = {}

@@ -92,6 +92,39 @@ def test_an_install_into_a_watched_venv_after_the_start_makes_it_stale(tmp_path)
     assert state["stale"] and state["changed_since_start"][0].endswith("site-packages")
 
 
+def _fake_proc(tmp_path, procs):
+    """A /proc with one stat file per (pid, ppid, start ticks)."""
+    proc = tmp_path / "proc"
+    for pid, ppid, start in procs:
+        (proc / str(pid)).mkdir(parents=True)
+        rest = ["S", str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 5
+        (proc / str(pid) / "stat").write_text("%d (hap roxy) %s\n" % (pid, " ".join(rest)))
+    (proc / "self").mkdir()
+    return str(proc)
+
+
+def test_a_reload_is_due_when_a_reload_file_changed_after_the_youngest_worker_started(tmp_path):
+    """HAProxy -Ws: a reload keeps the main process and forks new workers; the youngest child is what loaded the
+    configuration in use. The main process started long before the write: not a reason to reload."""
+    cfg = tmp_path / "proxy.cfg"
+    cfg.write_text("global\n")
+    written = os.stat(cfg).st_ctime
+    tick = os.sysconf("SC_CLK_TCK")
+    # boot clock now 100 s; main process (pid 10) started at 1 s; old worker 11 at 2 s; the newest worker 12 at
+    # 95 s (5 s ago), an unrelated process 13 at 99 s. The file was written 10 s ago (boot clock 90 s).
+    proc = _fake_proc(tmp_path, [(10, 1, 1 * tick), (11, 10, 2 * tick), (12, 10, 95 * tick), (13, 1, 99 * tick)])
+    props = {"ActiveState": "active", "MainPID": "10", "ExecMainStartTimestampMonotonic": "1000000"}
+    current = ss.reload_state(props, [str(cfg)], proc=proc, now_realtime=written + 10, now_boottime=100.0)
+    assert not current["reload_due"] and abs(current["loaded_at"] - (written + 5)) < 0.1
+    # the newest worker started 15 s ago (before the write): due
+    proc2 = _fake_proc(tmp_path / "b", [(10, 1, 1 * tick), (12, 10, 85 * tick)])
+    due = ss.reload_state(props, [str(cfg)], proc=proc2, now_realtime=written + 10, now_boottime=100.0)
+    assert due["reload_due"] and due["changed_since_load"] == [str(cfg)] and str(cfg) in due["reload_reason"]
+    # not running: never due
+    stopped = ss.reload_state({"ActiveState": "inactive", "MainPID": "0"}, [str(cfg)], proc=proc2)
+    assert not stopped["reload_due"] and stopped["loaded_at"] is None
+
+
 def test_parse_show():
     assert ss.parse_show("ActiveState=active\nNeedDaemonReload=no\nbad line\nX=a=b\n") == {
         "ActiveState": "active", "NeedDaemonReload": "no", "X": "a=b"}
