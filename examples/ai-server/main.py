@@ -11,6 +11,10 @@ Routes
 - ``POST /v1/chat``: ``{"task": "easycontract"|"checklist"|null, "messages": [...], ...}`` forwarded to
   vLLM's /v1/chat/completions with the base model or the task's LoRA adapter.
 - ``PUT /files/{name}`` / ``GET /files/{name}``: store and read a file under resources/s3.
+
+No route authenticates its caller: the ``ai_server`` role runs uvicorn on loopback and puts an authenticating
+proxy (HAProxy) on the public port that requires ``Authorization: Bearer <ai_server_api_key>`` on every route but
+/health and /ready. Never expose this app directly.
 """
 
 from __future__ import annotations

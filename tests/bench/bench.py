@@ -57,6 +57,7 @@ class Ctx:
             json.dump({
                 "vllm_server_api_key": self.api_key,
                 "ai_server_backend_internal_token": self.token,
+                "ai_server_api_key": secrets.token_urlsafe(30),
                 "ai_server_backend_callback_base_url": "http://127.0.0.1:9/api",
                 "vllm_server_pip_spec": "/opt/standin/" + self.wheel.name,
                 "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": STANDIN_DELAY},

@@ -246,6 +246,7 @@ def test_demo_end_to_end(tmp_path):
         "LLMOPS_DEMO_VLLM_API_KEY": "vk-" + secrets.token_urlsafe(24),
         "LLMOPS_DEMO_BACKEND_TOKEN": "bt-" + secrets.token_urlsafe(24),
         "LLMOPS_DEMO_ACCESS_TOKEN": "at-" + secrets.token_urlsafe(24),
+        "LLMOPS_DEMO_AI_API_KEY": "ak-" + secrets.token_urlsafe(24),
     }
     proc = subprocess.run(
         [str(ROOT / "scripts" / "demo")], cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False,
