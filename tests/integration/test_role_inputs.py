@@ -37,7 +37,8 @@ for u in vllm ai-server; do
 done
 """
 
-GOOD = {"vllm_server_api_key": "k3y-" + os.urandom(12).hex(), "ai_server_backend_internal_token": "t0k-" + os.urandom(12).hex()}
+GOOD = {"vllm_server_api_key": "k3y-" + os.urandom(12).hex(), "ai_server_backend_internal_token": "t0k-" + os.urandom(12).hex(),
+        "ai_server_api_key": "ak-" + os.urandom(12).hex()}
 
 ADAPTERS = [
     {"name": "easycontract", "path": "temdy/exaone-3.5-2.4b-easycontract-qlora-v1.1"},
@@ -58,6 +59,19 @@ CASES = [
     ("adapter-unknown-key", {"vllm_server_lora_adapters": [dict(ADAPTERS[0], rank=16)] + ADAPTERS[1:]},
      ["vllm_server_lora_adapters"]),
     ("health-timeout-zero", {"vllm_server_health_timeout": 0}, ["vllm_server_health_timeout"]),
+    # the authenticating proxies (issue 9)
+    ("ai-api-key-placeholder", {"ai_server_api_key": "your-api-key"}, ["ai_server_api_key", "placeholder"]),
+    ("ai-api-key-is-vllm-key", {"ai_server_api_key": GOOD["vllm_server_api_key"]}, ["ai_server_api_key", "equals vLLM's key"]),
+    ("vllm-public-bind-unguarded", {"vllm_server_host": "0.0.0.0"},
+     ["vllm_server_host (0.0.0.0) is not a loopback address", "/invocations", "vllm_server_allow_unguarded_bind"]),
+    ("ai-public-bind-unguarded", {"ai_server_host": "0.0.0.0", "ai_server_auth_proxy": False},
+     ["ai_server_host (0.0.0.0) is not a loopback address", "ai_server_allow_unguarded_bind"]),
+    ("open-path-prefix-and-bad-source", {"vllm_server_open_paths": [{"path": "/metrics*", "sources": ["10.0.0.0/8"]},
+                                                                    {"path": "/version", "sources": ["10.1.2.3/8"]}]},
+     ["vllm_server_open_paths[0]: path '/metrics*'", "vllm_server_open_paths[1]: source '10.1.2.3/8'"]),
+    ("backend-port-is-public-port", {"vllm_server_backend_port": 8001}, ["vllm_server_backend_port (8001)"]),
+    ("tls-certificate-without-key", {"vllm_server_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"},
+     ["vllm_server_tls_certificate and vllm_server_tls_key go together"]),
 ]
 
 

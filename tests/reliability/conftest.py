@@ -54,6 +54,7 @@ def secrets_() -> dict:
     lib.SECRETS.update({
         "vllm_server_api_key": lib.new_secret("vk"),
         "ai_server_backend_internal_token": lib.new_secret("bt"),
+        "ai_server_api_key": lib.new_secret("ak"),
         "gce_access_token": lib.new_secret("at"),
     })
     return dict(lib.SECRETS)
@@ -111,6 +112,7 @@ class Deployment:
             "gce_vllm_connect_timeout": 60,
             "vllm_server_api_key": secrets["vllm_server_api_key"],
             "ai_server_backend_internal_token": secrets["ai_server_backend_internal_token"],
+            "ai_server_api_key": secrets["ai_server_api_key"],
             "ai_server_backend_callback_base_url": "http://127.0.0.1:9/api",
             "vllm_server_pip_spec": lib.STANDIN_WHEEL_ON_HOST,
             "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "2"},

@@ -223,9 +223,12 @@ PRUNE='( -path /app/vllm-server/venv -o -path /app/ai-server/.venv -o -name __py
   find /app/vllm-server/venv /app/ai-server/.venv -maxdepth 1 -type f -print0 2>/dev/null | xargs -0 -r md5sum
 } | sort
 md5sum /etc/passwd /etc/group /etc/shadow
-for u in vllm ai-server; do
+for u in vllm ai-server vllm-proxy ai-server-proxy; do
   echo "$u: $(systemctl show $u --property=LoadState,ActiveState,UnitFileState,MainPID,NRestarts,FragmentPath | tr '\n' ' ')"
 done
+# the proxies' configurations (root-only, they hold the keys: hashes only) and their workers (a reload forks new ones)
+md5sum /etc/haproxy/*-proxy.cfg 2>/dev/null
+for u in vllm-proxy ai-server-proxy; do echo "$u workers: $(pgrep -P "$(systemctl show -p MainPID --value $u)" | sort | tr '\n' ' ')"; done
 """
 
 

@@ -45,7 +45,7 @@ ROLE_CASES = [
      [("vllm_server_max_model_len (8k) must be a positive integer",
        "argument 'vllm_server_max_model_len' is of type str and we were unable to convert to int")]),
     ("port-8000-for-both", {"vllm_server_port": 8000},
-     ["ai_server_port (8000) must be a TCP port 1-65535 different from vllm_server_port (8000)"]),
+     ["ai_server_port (8000) must be a TCP port 1-65535 different from vLLM's ports", "vllm_server_port"]),
     ("vllm-base-url-without-v1", {"ai_server_vllm_base_url": "http://localhost:8001"},
      ["ai_server_vllm_base_url (http://localhost:8001) must be an http(s) URL ending in /v1", "http://localhost:8001/v1"]),
     ("callback-url-ending-in-v1", {"ai_server_backend_callback_base_url": "https://backend.example.com/api/v1"},

@@ -6,6 +6,11 @@ The secrets are this session's fresh random strings (conftest.secrets_), so a su
 from __future__ import annotations
 
 import re
+import ssl
+import subprocess
+import threading
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -105,7 +110,8 @@ def test_no_secret_in_the_vvv_log_of_a_full_run(deployment, secrets_):
 
 def test_no_secret_in_check_diff_output_with_rotated_secrets(converged, secrets_):
     """--check --diff with NEW secrets: the env files would change, so a diff is due; it must not show them."""
-    rotated = {"vllm_server_api_key": lib.new_secret("vk"), "ai_server_backend_internal_token": lib.new_secret("bt")}
+    rotated = {"vllm_server_api_key": lib.new_secret("vk"), "ai_server_backend_internal_token": lib.new_secret("bt"),
+               "ai_server_api_key": lib.new_secret("ak")}
     lib.SECRETS.update({"rotated_" + k: v for k, v in rotated.items()})
     res = converged.configure(rotated, args=["--check", "--diff", "-vvv"], name="check-diff")
     found = _found(res.out, {**secrets_, **rotated})
@@ -122,7 +128,8 @@ def test_no_secret_in_files_other_users_can_read(converged, secrets_):
     # as an unprivileged user: whatever it can read anywhere on the host (directory permissions included)
     as_nobody = host.sh("runuser -u nobody -- grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys "
                         "--exclude-dir=dev || true", input=patterns, timeout=300).stdout.split()
-    # as root: every file holding a secret, with its mode: only the two env files may
+    # as root: every file holding a secret, with its mode: only the AI server's .env and the proxies' configurations
+    # may (behind its proxy vLLM holds no key: vllm.env has none)
     as_root = host.sh("grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
                       "| xargs -r stat -c '%n %a %U:%G' || true", input=patterns, timeout=300).stdout.splitlines()
     lib.record("secrets", where="files on the test host readable by another user", how="`grep -r` over / as nobody",
@@ -130,9 +137,10 @@ def test_no_secret_in_files_other_users_can_read(converged, secrets_):
     holders = sorted(as_root)
     lib.RESULTS["notes"].append("files holding a secret on the host (as root): " + "; ".join(holders))
     assert not as_nobody, "secrets readable by nobody: %s" % as_nobody
-    unexpected = [h for h in holders if h.split()[0] not in ("/app/vllm-server/vllm.env", "/app/ai-server/.env")]
+    allowed = {"/app/ai-server/.env", "/etc/haproxy/vllm-proxy.cfg", "/etc/haproxy/ai-server-proxy.cfg"}
+    unexpected = [h for h in holders if h.split()[0] not in allowed]
     assert not unexpected, "secrets in unexpected files: %s" % unexpected
-    assert {h.split()[0] for h in holders} == {"/app/vllm-server/vllm.env", "/app/ai-server/.env"}, holders
+    assert {h.split()[0] for h in holders} == allowed, holders
     for h in holders:
         assert h.split()[1] == "600", h
 
@@ -187,3 +195,131 @@ def test_units_are_sandboxed_ok_band_or_better(converged, runbook_units, unit):
     assert user and user != "root", "%s runs as root" % unit
     assert band in ("SAFE", "OK"), "%s scores %s %s; remaining: %s" % (unit, ours, band, remaining)
     assert ours < theirs
+
+
+# --- the authenticating proxies (issue 9) -------------------------------------------------------------------------
+def _workers(host, unit):
+    return sorted(host.sh("pgrep -P %d || true" % host.main_pid(unit)).stdout.split())
+
+
+def test_services_listen_on_loopback_only(converged):
+    out = converged.host.sh("ss -Hltnp").stdout
+    by_port = {}
+    for line in out.splitlines():
+        f = line.split()
+        addr, _sep, port = f[3].rpartition(":")
+        by_port.setdefault(int(port), set()).add((addr, '"haproxy"' in line))
+    lib.RESULTS["notes"].append("listeners on the test host (ss -ltnp): " + "; ".join(
+        "%d on %s%s" % (p, "/".join(sorted(a for a, _h in v)), " (haproxy)" if all(h for _a, h in v) else "")
+        for p, v in sorted(by_port.items())))
+    assert by_port[18001] == {("127.0.0.1", False)} and by_port[18000] == {("127.0.0.1", False)}, by_port
+    assert all(h for _a, h in by_port[8001] | by_port[8000]), by_port
+
+
+def test_key_rotation_reloads_the_proxy_without_restarting_vllm_or_failing_a_request(converged, secrets_):
+    """A new vllm_server_api_key: the proxy reloads (same master, new workers), vLLM keeps running, the public port
+    answers every probe during the run, and afterwards only the new key opens /v1."""
+    host = converged.host
+    old_key = converged.good["vllm_server_api_key"]
+    new_key = lib.new_secret("vk")
+    lib.SECRETS["rotated_proxy_vllm_server_api_key"] = new_key
+    vllm_pid, proxy_pid, workers = host.main_pid("vllm"), host.main_pid("vllm-proxy"), _workers(host, "vllm-proxy")
+    failures, polls, stop = [], [0], threading.Event()
+
+    def probe():   # a new connection each time, every 20 ms, for the whole run
+        while not stop.is_set():
+            polls[0] += 1
+            status = lib.http_status(host.url(8001, "/health"), timeout=2.0)
+            if status != 200:
+                failures.append(status)
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    converged.set_good(vllm_server_api_key=new_key)
+    try:
+        res = converged.configure(name="rotate-vllm-key")
+    finally:
+        stop.set()
+        thread.join(5)
+    reloaded = re.search(r"TASK \[llmops\.gce_vllm\.auth_proxy : Reload without dropping a connection[^\]]*vllm-proxy\][^\n]*\n"
+                         r"\s*changed:", res.out) is not None
+    after = host.main_pid("vllm"), host.main_pid("vllm-proxy"), _workers(host, "vllm-proxy")
+    new_ok = lib.http_status(host.url(8001, "/v1/models"), headers={"Authorization": "Bearer " + new_key}, timeout=5)
+    old_refused = lib.http_status(host.url(8001, "/v1/models"), headers={"Authorization": "Bearer " + old_key}, timeout=5)
+    ok = (res.rc == 0 and reloaded and not failures and after[0] == vllm_pid and after[1] == proxy_pid
+          and after[2] != workers and new_ok == 200 and old_refused == 401)
+    lib.record("faults", fault="rotation of vllm_server_api_key", injected="a new key, configure.yml",
+               expected="the proxy reloads, vLLM keeps running, no request fails, only the new key opens /v1",
+               observed="rc=%d; proxy reloaded: %s (master %s, workers %s -> %s); vLLM pid %s -> %s; %d of %d /health probes "
+                        "failed; new key -> %s, old key -> %s" % (res.rc, reloaded, "kept" if after[1] == proxy_pid else "replaced",
+                                                                  workers, after[2], vllm_pid, after[0], len(failures), polls[0],
+                                                                  new_ok, old_refused),
+               survived=ok)
+    assert res.rc == 0, res.tail()
+    assert reloaded, "the proxy was not reloaded:\n" + res.tail()
+    assert after[0] == vllm_pid, "vLLM was restarted for a key rotation"
+    assert after[1] == proxy_pid and after[2] != workers, "not a reload (master %s -> %s, workers %s -> %s)" % (
+        proxy_pid, after[1], workers, after[2])
+    assert not failures, "%d of %d probes failed during the reload: %s" % (len(failures), polls[0], failures[:10])
+    assert (new_ok, old_refused) == (200, 401)
+    assert new_key not in res.out and old_key not in res.out
+    secrets_["vllm_server_api_key"] = new_key   # the later tests talk to vLLM with the key now deployed
+
+
+def _self_signed(workdir, address):
+    """A self-signed certificate for the test host's address (SAN IP), made now with openssl; (cert, key) PEM."""
+    key, crt = workdir / "tls.key", workdir / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=%s" % address,
+                    "-addext", "subjectAltName=IP:%s" % address, "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    key.chmod(0o600)
+    return crt.read_text(), key.read_text(), crt
+
+
+def test_tls_on_the_public_port_with_a_self_signed_certificate(converged, workdir, secrets_):
+    """vllm_server_tls_certificate/_key: the proxy serves HTTPS (the certificate verifies against itself), the key is
+    still required on every path; the private key is only in the root-only PEM; turning TLS off again removes it."""
+    host = converged.host
+    cert, key, crt_file = _self_signed(workdir, host.address)
+    lib.SECRETS["tls_private_key"] = key.strip().splitlines()[1]   # a line of the private key, for the scans
+    ctx = ssl.create_default_context(cafile=str(crt_file))
+    url = "https://%s:8001" % host.address
+
+    def status(path, key_=None):
+        req = urllib.request.Request(url + path, headers={"Authorization": "Bearer " + key_} if key_ else {})
+        try:
+            with urllib.request.urlopen(req, timeout=5, context=ctx) as r:  # noqa: S310 (test host)
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        res = converged.configure({"vllm_server_tls_certificate": cert, "vllm_server_tls_key": key}, name="tls-on")
+        assert res.rc == 0, res.tail()
+        assert key.strip().splitlines()[1] not in res.out
+        got = (status("/health"), status("/invocations"), status("/v1/models", secrets_["vllm_server_api_key"]))
+        plain = lib.http_status(host.url(8001, "/health"), timeout=3)
+        pem = host.sh("stat -c '%a %U' /etc/haproxy/vllm-proxy.pem").stdout.split()
+        lib.RESULTS["notes"].append("TLS on port 8001 (self-signed, verified): /health %s, /invocations without key %s, "
+                                    "/v1/models with key %s; plain HTTP %s; PEM %s" % (got + (plain, pem)))
+        assert got == (200, 401, 200), got
+        assert plain != 200
+        assert pem == ["600", "root"], pem
+    finally:
+        res = converged.configure(name="tls-off")
+    assert res.rc == 0, res.tail()
+    assert host.sh("test -e /etc/haproxy/vllm-proxy.pem", check=False).returncode != 0
+    assert lib.http_status(host.url(8001, "/health"), timeout=3) == 200
+
+
+@pytest.mark.parametrize("unit", ["vllm-proxy.service", "ai-server-proxy.service"])
+def test_proxy_units_are_sandboxed_ok_band_or_better(converged, unit):
+    """The authenticating proxies (the runbook had none): master root (it reads the root-only configuration), workers
+    user haproxy, the unit sandboxed."""
+    score, band, remaining = _score(converged.host, unit)
+    workers = converged.host.sh("ps -o user= --ppid %d" % converged.host.main_pid(unit)).stdout.split()
+    lib.RESULTS["notes"].append("systemd-analyze security %s: %.1f %s (workers run as %s; remaining: %s)"
+                                % (unit, score, band, ",".join(sorted(set(workers))), ", ".join(remaining[:6])))
+    assert band in ("SAFE", "OK"), "%s scores %s %s; remaining: %s" % (unit, score, band, remaining)
+    assert workers and set(workers) == {"haproxy"}, workers
