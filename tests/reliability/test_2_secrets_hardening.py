@@ -9,6 +9,7 @@ import re
 import ssl
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -242,19 +243,29 @@ def test_key_rotation_reloads_the_proxy_without_restarting_vllm_or_failing_a_req
     finally:
         stop.set()
         thread.join(5)
+    # the old workers stop listening at once (the master signals them) and exit when their connections end: none
+    # may serve the old configuration (the old key) afterwards
+    old = set(workers)
+    for _ in range(100):
+        if not old & set(_workers(host, "vllm-proxy")):
+            break
+        time.sleep(0.1)
+    old_key_answers = [lib.http_status(host.url(8001, "/v1/models"), headers={"Authorization": "Bearer " + old_key}, timeout=5)
+                       for _ in range(20)]
     reloaded = re.search(r"TASK \[llmops\.gce_vllm\.auth_proxy : Reload without dropping a connection[^\]]*vllm-proxy\][^\n]*\n"
                          r"\s*changed:", res.out) is not None
     after = host.main_pid("vllm"), host.main_pid("vllm-proxy"), _workers(host, "vllm-proxy")
     new_ok = lib.http_status(host.url(8001, "/v1/models"), headers={"Authorization": "Bearer " + new_key}, timeout=5)
     old_refused = lib.http_status(host.url(8001, "/v1/models"), headers={"Authorization": "Bearer " + old_key}, timeout=5)
     ok = (res.rc == 0 and reloaded and not failures and after[0] == vllm_pid and after[1] == proxy_pid
-          and after[2] != workers and new_ok == 200 and old_refused == 401)
+          and after[2] != workers and new_ok == 200 and set(old_key_answers) == {401} and not old & set(_workers(host, "vllm-proxy")))
     lib.record("faults", fault="rotation of vllm_server_api_key", injected="a new key, configure.yml",
                expected="the proxy reloads, vLLM keeps running, no request fails, only the new key opens /v1",
                observed="rc=%d; proxy reloaded: %s (master %s, workers %s -> %s); vLLM pid %s -> %s; %d of %d /health probes "
-                        "failed; new key -> %s, old key -> %s" % (res.rc, reloaded, "kept" if after[1] == proxy_pid else "replaced",
-                                                                  workers, after[2], vllm_pid, after[0], len(failures), polls[0],
-                                                                  new_ok, old_refused),
+                        "failed; new key -> %s, old key -> %s (20 more: %s); old workers left: %s"
+               % (res.rc, reloaded, "kept" if after[1] == proxy_pid else "replaced", workers, after[2], vllm_pid, after[0],
+                  len(failures), polls[0], new_ok, old_refused, sorted(set(old_key_answers)),
+                  sorted(old & set(_workers(host, "vllm-proxy")))),
                survived=ok)
     assert res.rc == 0, res.tail()
     assert reloaded, "the proxy was not reloaded:\n" + res.tail()
@@ -263,6 +274,8 @@ def test_key_rotation_reloads_the_proxy_without_restarting_vllm_or_failing_a_req
         proxy_pid, after[1], workers, after[2])
     assert not failures, "%d of %d probes failed during the reload: %s" % (len(failures), polls[0], failures[:10])
     assert (new_ok, old_refused) == (200, 401)
+    assert set(old_key_answers) == {401}, "the old key still opened /v1 after the reload: %s" % old_key_answers
+    assert not old & set(_workers(host, "vllm-proxy")), "old workers still running 10 s after the reload"
     assert new_key not in res.out and old_key not in res.out
     secrets_["vllm_server_api_key"] = new_key   # the later tests talk to vLLM with the key now deployed
 
