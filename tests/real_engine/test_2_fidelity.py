@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.real_engine import report
-from tests.real_engine.conftest import ROOT, VLLM_PORT, StartWatch, free_port, http
+from tests.real_engine.conftest import ROOT, StartWatch, free_port, http, in_netns
 from tests.real_engine.test_1_engine import METRIC_FAMILIES, metric_families
 
 STANDIN = ROOT / "tests" / "standin"
@@ -34,13 +34,17 @@ def unit_argv(host) -> list:
 
 
 class Pair:
-    def __init__(self, real, standin, key, base):
+    """The real engine itself (on the host's loopback, behind the proxy: reached from inside the host's network
+    namespace) and the stand-in (on the controller's loopback), asked the same requests."""
+
+    def __init__(self, real, standin, key, base, netns):
         self.urls = {"real": real, "standin": standin}
-        self.key, self.base = key, base
+        self.key, self.base, self.netns = key, base, netns
 
     def ask(self, path, method="GET", body=None, key="right"):
         hdr = {} if key is None else {"Authorization": "Bearer %s" % (self.key if key == "right" else "wrong-" + self.key)}
-        return {side: http(url + path, method, body, hdr, timeout=120) for side, url in self.urls.items()}
+        return {"real": in_netns(self.netns, http, self.urls["real"] + path, method, body, hdr, timeout=120),
+                "standin": http(self.urls["standin"] + path, method, body, hdr, timeout=120)}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,13 @@ def pair(deployment, workdir):
     i = args.index("--host")
     args[i + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
-    env = dict(os.environ, PYTHONPATH=str(STANDIN), VLLM_API_KEY=deployment.secrets["vllm_server_api_key"],
-               VLLM_STANDIN_STARTUP_DELAY="1.5")
+    # the stand-in gets the engine's own environment: behind the proxy vllm.env holds no VLLM_API_KEY (the proxy
+    # checks the key), with vllm_server_auth_proxy false it does
+    engine_env = deployment.host.sh("cat /app/vllm-server/vllm.env").stdout
+    env = dict(os.environ, PYTHONPATH=str(STANDIN), VLLM_STANDIN_STARTUP_DELAY="1.5")
+    env.pop("VLLM_API_KEY", None)
+    if re.search(r"^VLLM_API_KEY=", engine_env, re.M):
+        env["VLLM_API_KEY"] = deployment.secrets["vllm_server_api_key"]
     log = open(workdir / "standin.log", "wb")
     url = "http://127.0.0.1:%d" % port
     with StartWatch(url + "/health", interval=0.05) as start:
@@ -64,7 +73,8 @@ def pair(deployment, workdir):
         time.sleep(0.2)
     try:
         assert start.first_ok is not None, (workdir / "standin.log").read_text()
-        p = Pair(deployment.url(VLLM_PORT, ""), url, deployment.secrets["vllm_server_api_key"], deployment.base)
+        p = Pair(deployment.engine_url(""), url, deployment.secrets["vllm_server_api_key"], deployment.base,
+                 deployment.netns)
         p.start = {"real": deployment.start, "standin": start}
         p.argv = unit
         yield p
