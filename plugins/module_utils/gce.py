@@ -13,7 +13,9 @@ plugin (controller side: construct GceClient directly). Python 3.9+.
 - Every URL goes to api_endpoint (default https://compute.googleapis.com/compute/v1/, env GCE_API_ENDPOINT):
   full selfLinks are accepted and mapped onto the endpoint, so credentials never travel anywhere else.
 - Pagination (list, aggregated_list) and operations (wait) as the Compute API defines them; operation
-  errors are raised verbatim (GceOperationError.errors is the operation's error.errors list).
+  errors are raised verbatim (GceOperationError.errors is the operation's error.errors list). operations.wait
+  holds a request for up to 2 minutes: its read timeout outlasts that, a not-DONE answer is waited on again,
+  and only the operation timeout ends a wait.
 
 google-auth and requests are imported lazily: importing this file never fails, building a client without
 them raises GceError naming the missing package.
@@ -65,6 +67,10 @@ DEFAULT_API_ENDPOINT = "https://compute.googleapis.com/compute/v1/"
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 MAX_BACKOFF = 32.0
 MAX_RETRY_AFTER = 60.0
+# operations.wait "waits for no more than the 2 minutes and then returns the current state of the operation,
+# which might be DONE or still in progress": its HTTP read timeout must outlast that hold.
+WAIT_HOLD = 120.0
+WAIT_READ_MARGIN = 30.0
 
 
 def _fb(*names):
@@ -143,6 +149,10 @@ class GceOperationError(GceError):
 
 class GceTimeoutError(GceError):
     """An operation did not reach DONE in time."""
+
+
+class GceTransportError(GceError):
+    """No answer (connection error or read timeout) after the retries."""
 
 
 # --------------------------------------------------------------------------------------------- client
@@ -297,8 +307,13 @@ class GceClient(object):
         delay = min(self.backoff * (2 ** attempt), MAX_BACKOFF)
         return delay * (0.5 + random.random() / 2)
 
-    def request(self, method, path, params=None, body=None):
-        """Send one API request (with retries); returns the decoded JSON body ({} when empty)."""
+    def request(self, method, path, params=None, body=None, read_timeout=None, retries=None):
+        """Send one API request (with retries); returns the decoded JSON body ({} when empty).
+
+        read_timeout: the HTTP read timeout of this request (default: timeout; connecting always uses timeout).
+        retries: the retries of this request (default: the client's).
+        """
+        retries = self.retries if retries is None else retries
         requests = self._requests
         method = method.upper()
         url = self.url(path)
@@ -314,15 +329,16 @@ class GceClient(object):
                 headers["Content-Type"] = "application/json"
             self.calls += 1
             try:
-                resp = self._get_session().request(method, url, params=params, data=data, headers=headers,
-                                                   timeout=self.timeout)
+                resp = self._get_session().request(
+                    method, url, params=params, data=data, headers=headers,
+                    timeout=(self.timeout, read_timeout) if read_timeout else self.timeout)
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-                if attempt < self.retries:
+                if attempt < retries:
                     self._sleep(self._retry_delay(attempt))
                     attempt += 1
                     continue
-                raise GceError("%s %s: no answer after %d attempts: %s" % (method, url, attempt + 1, e))
-            if resp.status_code in RETRY_STATUSES and attempt < self.retries:
+                raise GceTransportError("%s %s: no answer after %d attempts: %s" % (method, url, attempt + 1, e))
+            if resp.status_code in RETRY_STATUSES and attempt < retries:
                 self._sleep(self._retry_delay(attempt, resp))
                 attempt += 1
                 continue
@@ -419,28 +435,48 @@ class GceClient(object):
     def wait(self, operation, timeout=600, poll_interval=1.0):
         """Wait for an operation to be DONE; returns it, or raises GceOperationError / GceTimeoutError.
 
-        Uses the API's operations.wait (which returns at DONE or after a while); where wait is not
-        available (404/405/501) falls back to polling with GET.
+        Uses the API's operations.wait, which holds the request for up to 2 minutes (WAIT_HOLD) and then
+        answers the operation's current state, DONE or not; it may also answer at once. Its read timeout
+        outlasts the hold; a not-DONE answer is normal and is waited on again. No answer, or a retryable
+        status, during a wait is retried (with backoff) for as long as `timeout` allows: only `timeout`
+        ends the wait. Where wait is not available (404/405/501) it falls back to polling with GET.
         """
-        deadline = time.monotonic() + float(timeout)
+        started = time.monotonic()
+        deadline = started + float(timeout)
         path = self.operation_path(operation)
         use_wait = True
         op = operation
+        failures = 0
         while op.get("status") != "DONE":
-            if time.monotonic() >= deadline:
-                raise GceTimeoutError("operation %s (%s %s) is still %s after %ss" % (
+            now = time.monotonic()
+            if now >= deadline:
+                raise GceTimeoutError("operation %s (%s %s) is still %s after %ss (operation timeout)" % (
                     op.get("name"), op.get("operationType"), basename(op.get("targetLink")), op.get("status"),
                     timeout))
-            if use_wait:
-                try:
-                    op = self.request("POST", path + "/wait")
-                    continue
-                except GceApiError as e:
-                    if e.status not in (404, 405, 501):
-                        raise
-                    use_wait = False
-            self._sleep(poll_interval)
-            op = self.request("GET", path)
+            asked = now
+            try:
+                if use_wait:
+                    try:
+                        # the hold plus a margin, but never past the deadline; wait() retries, not request()
+                        op = self.request("POST", path + "/wait", retries=0, read_timeout=min(
+                            max(self.timeout, WAIT_HOLD + WAIT_READ_MARGIN), deadline - now + 1.0))
+                    except GceApiError as e:
+                        if e.status not in (404, 405, 501):
+                            raise
+                        use_wait = False
+                        continue
+                else:
+                    op = self.request("GET", path)
+                failures = 0
+            except (GceTransportError, GceApiError) as e:
+                if isinstance(e, GceApiError) and e.status not in RETRY_STATUSES:
+                    raise
+                failures += 1  # no answer or still throttled after the request's own retries: keep waiting
+                self._sleep(max(0.0, min(self._retry_delay(min(failures, 6)), deadline - time.monotonic())))
+                continue
+            if op.get("status") != "DONE" and (not use_wait or time.monotonic() - asked < poll_interval):
+                # an answer that came back at once (GET polling, or a wait the API cut short): do not spin
+                self._sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
         errors = (op.get("error") or {}).get("errors")
         if errors:
             raise GceOperationError(op, errors)

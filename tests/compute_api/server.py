@@ -36,6 +36,9 @@ except ImportError:  # run as a script: python tests/compute_api/server.py
     from discovery import Discovery  # noqa: E402  pylint: disable=wrong-import-position
 
 BASE_PATH = "/compute/v1/"
+WAIT_HOLD_SECONDS = 120.0  # operations.wait holds the request for at most this long (API seconds)
+WAIT_TICK = 0.05  # real seconds between two looks at an operation during a wait
+FAULT_KINDS = ("status", "drop", "drop_after", "operation_error", "delay", "slow_operation")
 SELF_LINK_BASE = "https://www.googleapis.com/compute/v1/"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_PROJECT = "llmops-demo"
@@ -145,6 +148,13 @@ def bad(message, reason="invalid"):
 
 def not_found(kind_path):
     return ApiError(404, "The resource '%s' was not found" % kind_path)
+
+
+class _LongPoll(object):
+    """A handler's answer meaning: hold the request (without the lock) until `op` is DONE or the hold ends."""
+
+    def __init__(self, op):
+        self.op = op
 
 
 class _DropConnection(Exception):
@@ -312,8 +322,19 @@ class ComputeApi(object):
     """The API's behaviour, independent of HTTP."""
 
     def __init__(self, discovery=None, projects=None, host_pool=None, op_polls=2, op_seconds=5.0,
-                 state_file=None, self_link_base=SELF_LINK_BASE, token=None, log=None):
+                 state_file=None, self_link_base=SELF_LINK_BASE, token=None, log=None, clock_scale=1.0,
+                 wait_hold=WAIT_HOLD_SECONDS, wait_early_every=3):
         self.discovery = discovery or Discovery()
+        # The API's clock: API seconds per real second. Every duration of this server (op_seconds, the wait
+        # hold, slow operations) is in API seconds, so clock_scale=20 plays a 10-minute operation in 30 real
+        # seconds, its 2-minute waits in 6; a client's own timeouts must be scaled by the same factor.
+        self._clock_anchor = (time.monotonic(), time.monotonic())
+        self._clock_scale = float(clock_scale)
+        self.wait_hold = float(wait_hold)
+        # every Nth operations.wait returns at once with the current state (the real API does so when it is
+        # busy); 0 = never
+        self.wait_early_every = int(wait_early_every)
+        self._waits = 0
         self.allowed_projects = set(projects) if projects else None
         self.host_pool = list(host_pool or [])
         self.op_polls = max(0, int(op_polls))
@@ -332,6 +353,21 @@ class ComputeApi(object):
         self._fake_int = ipaddress.ip_network("10.128.0.0/20").hosts()
         if state_file and os.path.exists(state_file):
             self._load(state_file)
+
+    # ------------------------------------------------------------------ clock
+    @property
+    def clock_scale(self):
+        return self._clock_scale
+
+    @clock_scale.setter
+    def clock_scale(self, value):
+        self._clock_anchor = (time.monotonic(), self.now())  # re-anchored: the API's time never jumps
+        self._clock_scale = float(value)
+
+    def now(self):
+        """The API's monotonic clock, in API seconds (see clock_scale)."""
+        real0, api0 = self._clock_anchor
+        return api0 + (time.monotonic() - real0) * self._clock_scale
 
     # ------------------------------------------------------------------ persistence
     def _load(self, path):
@@ -391,8 +427,8 @@ class ComputeApi(object):
             for rule in rules:
                 rule = dict(rule)
                 kind = rule.get("kind", "status")
-                if kind not in ("status", "drop", "drop_after", "operation_error", "delay"):
-                    raise bad("fault kind must be status, drop, drop_after, operation_error or delay, got %r" % kind)
+                if kind not in FAULT_KINDS:
+                    raise bad("fault kind must be one of %s, got %r" % (", ".join(FAULT_KINDS), kind))
                 rule["kind"] = kind
                 rule.setdefault("count", 1)
                 self.faults.append(rule)
@@ -457,8 +493,11 @@ class ComputeApi(object):
             op["zone"] = self.zone_link(project, zone)
         op["_n"] = n
         op["_polls"] = 0
-        op["_created"] = time.monotonic()
+        op["_created"] = self.now()
         op["_on_done"] = on_done
+        slow = self._take_fault(("slow_operation",), op_type=op_type, path=target_link)
+        if slow:  # DONE only after this many API seconds, however often it is polled
+            op["_min_seconds"] = float(slow.get("seconds", 600))
         fault = self._take_fault(("operation_error",), op_type=op_type, path=target_link)
         if fault:
             op["_error"] = {"errors": [{
@@ -496,7 +535,12 @@ class ComputeApi(object):
             return
         if poll:
             op["_polls"] += 1
-        if op["_polls"] >= self.op_polls or time.monotonic() - op["_created"] >= self.op_seconds:
+        age = self.now() - op["_created"]
+        if "_min_seconds" in op:
+            done = age >= op["_min_seconds"]
+        else:
+            done = op["_polls"] >= self.op_polls or age >= self.op_seconds
+        if done:
             self._finish(op)
         elif op["status"] == "PENDING":
             op["status"] = "RUNNING"
@@ -505,9 +549,9 @@ class ComputeApi(object):
 
     def settle(self):
         """Finish operations that are older than op_seconds (called on every request)."""
-        limit = time.monotonic() - self.op_seconds
+        now = self.now()
         for op in list(self.state.operations.values()):
-            if op["status"] != "DONE" and op["_created"] <= limit:
+            if op["status"] != "DONE" and now - op["_created"] >= op.get("_min_seconds", self.op_seconds):
                 self._finish(op)
 
     @staticmethod
@@ -547,11 +591,13 @@ class ComputeApi(object):
                 if op is not None:
                     return 200, self.public(op)
             result = handler(params, q, body or {})
-            if isinstance(result, dict) and result.get("kind") == "compute#operation" and request_id:
-                self.state.request_ids[request_id] = result["name"]
-            if isinstance(result, dict) and "_n" in result:
-                result = self.public(result)
-            return 200, result
+            if not isinstance(result, _LongPoll):
+                if isinstance(result, dict) and result.get("kind") == "compute#operation" and request_id:
+                    self.state.request_ids[request_id] = result["name"]
+                if isinstance(result, dict) and "_n" in result:
+                    result = self.public(result)
+                return 200, result
+        return 200, self.public(self._hold(result.op))  # outside the lock
 
     # ------------------------------------------------------------------ lists
     def _page(self, items, q, kind, self_link, key="items"):
@@ -740,14 +786,36 @@ class ComputeApi(object):
         self._advance(op)
         return op
 
-    m_zoneOperations_wait = m_zoneOperations_get
+    def m_zoneOperations_wait(self, p, q, body):
+        return _LongPoll(self._op(p, "zones/%s" % p["zone"]))
 
     def m_globalOperations_get(self, p, q, body):
         op = self._op(p, "global")
         self._advance(op)
         return op
 
-    m_globalOperations_wait = m_globalOperations_get
+    def m_globalOperations_wait(self, p, q, body):
+        return _LongPoll(self._op(p, "global"))
+
+    def _hold(self, op):
+        """operations.wait as Google documents it: "waits for no more than the 2 minutes and then returns the
+        current state of the operation, which might be DONE or still in progress", and may return at once
+        (here every wait_early_every-th wait). The lock is not held while waiting."""
+        with self.lock:
+            self._waits += 1
+            early = self.wait_early_every > 0 and self._waits % self.wait_early_every == 0
+            self._advance(op)
+            until = self.now() + self.wait_hold
+        while not early:
+            with self.lock:
+                if op["status"] == "DONE" or self.now() >= until:
+                    break
+            time.sleep(WAIT_TICK)
+            with self.lock:
+                self.settle()
+                self._advance(op)
+        with self.lock:
+            return dict(op)
 
     def m_zoneOperations_list(self, p, q, body):
         items = [self.public(o) for o in self.state.operations.values()
@@ -1517,6 +1585,13 @@ def main(argv=None):
                     help="polls (get/wait) an operation takes to go PENDING -> RUNNING -> DONE (default 2)")
     ap.add_argument("--op-seconds", type=float, default=5.0,
                     help="an operation is DONE at the latest after this many seconds (default 5)")
+    ap.add_argument("--clock-scale", type=float, default=1.0,
+                    help="API seconds per real second: every duration of this server (op-seconds, the wait hold, "
+                         "slow_operation faults) runs this many times faster (default 1)")
+    ap.add_argument("--wait-hold", type=float, default=WAIT_HOLD_SECONDS,
+                    help="operations.wait holds a request at most this many API seconds (default 120, as Google's)")
+    ap.add_argument("--wait-early-every", type=int, default=3,
+                    help="every Nth operations.wait returns at once, not DONE (default 3; 0 = never)")
     ap.add_argument("--token", help="require exactly this bearer token (default: any non-empty token)")
     ap.add_argument("--fault", action="append", default=[],
                     help='a fault rule as JSON, e.g. \'{"kind": "status", "status": 429, "count": 3}\' (repeatable)')
@@ -1529,7 +1604,8 @@ def main(argv=None):
     server = ComputeApiServer(
         args.host, args.port, discovery_path=args.discovery, verbose=args.verbose, projects=args.projects,
         host_pool=[a.strip() for a in args.host_pool.split(",") if a.strip()], op_polls=args.op_polls,
-        op_seconds=args.op_seconds, state_file=args.state, token=args.token)
+        op_seconds=args.op_seconds, state_file=args.state, token=args.token, clock_scale=args.clock_scale,
+        wait_hold=args.wait_hold, wait_early_every=args.wait_early_every)
     for rule in args.fault:
         server.add_faults(json.loads(rule))
     if args.seed:

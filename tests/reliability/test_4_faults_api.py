@@ -175,3 +175,33 @@ def test_drift_firewall_rule_changed_in_the_api_is_restored(fresh, secrets_):
     assert now["sourceRanges"] == RULE["source_ranges"] and now["allowed"][0]["ports"] == ["8000", "8001"], now
     assert "DELETE" not in methods, "the rule was deleted and re-created instead of patched"
     assert "SUCCESS" in again.out and "CHANGED" not in again.out, again.tail()
+
+
+def test_ten_minute_operation_outlasts_the_two_minute_waits(fresh, secrets_):
+    """A GPU VM create/stop/delete can take 10 minutes; operations.wait holds each request up to 2 minutes.
+
+    The local API's clock runs SCALE times faster (clock_scale): its 2-minute hold lasts 6 real seconds and the
+    10-minute operation 30. The module's HTTP timeout is scaled the same way (30 s -> 1.5 s), so the client
+    meets the real API's ratios: each wait outlasts the module's plain read timeout."""
+    scale = 20.0
+    api = fresh.api
+    saved = (api.clock_scale, api.wait_early_every)
+    api.clock_scale, api.wait_early_every = scale, 0
+    try:
+        fresh.srv.add_faults({"kind": "slow_operation", "seconds": 600, "operation_type": "insert"})
+        t0 = time.monotonic()
+        res = _firewall(fresh, secrets_, timeout=30 / scale, operation_timeout=900)
+        took = time.monotonic() - t0
+    finally:
+        api.clock_scale, api.wait_early_every = saved
+    waits = fresh.requests(r"/operations/.*/wait$")
+    ok = res.rc == 0 and _rules(fresh) == [RULE["name"]] and len(waits) >= 4
+    _record("Compute API: a 10-minute insert operation (waits held 2 minutes each)",
+            "fault rule slow_operation seconds=600; API clock x%d, module timeout 30 s scaled to %.1f s"
+            % (scale, 30 / scale), "each wait outlasts the 2-minute hold; the rule exists at the end",
+            "rc=%d; %d waits, statuses %s; rules %s" % (res.rc, len(waits), sorted({w["status"] for w in waits}),
+                                                         _rules(fresh)), ok,
+            "%.1f real s = %.0f API s" % (took, took * scale))
+    assert res.rc == 0, res.tail()
+    assert _rules(fresh) == [RULE["name"]]
+    assert len(waits) >= 4, waits

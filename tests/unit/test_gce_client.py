@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -155,7 +156,7 @@ def test_without_request_id_a_lost_answer_would_conflict(server):
 
 
 # ------------------------------------------------------------------------------ operations
-def test_wait_goes_pending_running_done(server):
+def test_get_polls_go_pending_running_done_and_wait_holds_until_done(server):
     server.api.op_polls = 3
     c = client_for(server)
     op = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("w"))
@@ -163,10 +164,44 @@ def test_wait_goes_pending_running_done(server):
     seen = [op["status"]]
     path = c.operation_path(op)
     for _attempt in range(3):
-        seen.append(c.request("POST", path + "/wait")["status"])
+        seen.append(c.request("GET", path)["status"])
     assert seen == ["PENDING", "RUNNING", "RUNNING", "DONE"]
+    server.api.wait_early_every = 0
     op2 = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("w2"))
+    assert c.request("POST", c.operation_path(op2) + "/wait")["status"] == "DONE"  # held until DONE
     assert c.wait(op2)["status"] == "DONE"
+
+
+# The API's clock runs SCALE times faster than the real one (tests/compute_api: clock_scale): its 2-minute wait
+# hold lasts 1.2 real seconds, a 10-minute operation 6. The client's 30 s HTTP read timeout is scaled the same way
+# (0.3 s), so the client meets exactly the ratios of the real API.
+SCALE = 100.0
+
+
+def test_wait_outlasts_the_two_minute_hold_for_a_10_minute_operation(server):
+    server.api.clock_scale = SCALE
+    server.api.wait_early_every = 0
+    server.add_faults({"kind": "slow_operation", "seconds": 600, "operation_type": "insert"})
+    c = client_for(server, timeout=30 / SCALE)
+    op = c.mutate("POST", c.project_path("global/firewalls"), body=firewall_body("slow10"), timeout=900)
+    assert op["status"] == "DONE"
+    waits = server.requests(r"/operations/.*/wait$")
+    assert len(waits) >= 4, waits  # 600 s / 120 s: each wait held for its 2 minutes, answered not DONE
+    assert all(r["status"] == 200 for r in waits), waits
+
+
+def test_not_done_answers_are_normal_and_only_operation_timeout_ends_the_wait(server):
+    server.api.clock_scale = SCALE
+    server.add_faults({"kind": "slow_operation", "seconds": 10 ** 6, "operation_type": "insert"})
+    c = client_for(server, timeout=30 / SCALE, retries=1)
+    op = c.request("POST", c.project_path("global/firewalls"), body=firewall_body("never"))
+    t0 = time.monotonic()
+    with pytest.raises(gce.GceTimeoutError) as e:
+        c.wait(op, timeout=3.0, poll_interval=0.05)
+    assert time.monotonic() - t0 >= 3.0
+    assert "after 3.0s" in str(e.value) or "after 3s" in str(e.value), str(e.value)
+    # more waits than the client's retries: a not-DONE answer (early or after the hold) is no failure
+    assert len(server.requests(r"/operations/.*/wait$")) > 2
 
 
 def test_wait_falls_back_to_get_polling(server):
