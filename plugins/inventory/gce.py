@@ -33,7 +33,8 @@ description:
     variable path (C(gce_zone), C(gce_labels.team)) or a quoted string is resolved without Jinja2; any
     other expression costs a template compilation per host (about 0.5 ms in ansible-core 2.21).
   - The inventory file name must end in C(gce.yml) or C(gce.yaml), for example C(prod.gce.yml).
-  - Uses the collection's Compute API client (google-auth + requests), with retries on 429/5xx.
+  - Uses the collection's Compute API client (google-auth + requests), with retries on 429/5xx and on 403
+    rateLimitExceeded/userRateLimitExceeded.
 author:
   - llmops.gce_vllm contributors (!UNKNOWN)
 version_added: 0.1.0
@@ -482,6 +483,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             status = e.status if isinstance(e, GceApiError) else None
             if status == 400 and opts["filter"]:
                 hint = " Check the 'filters' option: %r." % opts["filter"]
+            elif status == 403 and (e.retryable or e.reason == "quotaExceeded"):
+                hint = ""  # a rate limit or quota, named in the message with what to do: no IAM problem
             elif status in (401, 403):
                 hint = (" Check the credentials (auth_kind=%s) and that they may list instances in project %s "
                         "(roles/compute.viewer)." % (opts["auth"]["auth_kind"], project))

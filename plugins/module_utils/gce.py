@@ -8,8 +8,10 @@ plugin (controller side: construct GceClient directly). Python 3.9+.
 
 - Credentials: google-auth, with the auth_kind names of google.cloud (application, serviceaccount,
   accesstoken, machineaccount). They are checked when the client is built, before any API call.
-- Transport: requests (one Session), retries with exponential backoff and jitter on 429/500/502/503/504
-  and on connection errors (Retry-After respected), never on other 4xx.
+- Transport: requests (one Session), retries with exponential backoff and jitter on 429/500/502/503/504,
+  on 403 rateLimitExceeded/userRateLimitExceeded (how Compute answers an exceeded rate quota) and on
+  connection errors (Retry-After respected), never on other 4xx (403 quotaExceeded and permission errors are
+  final, with the quota or permission named). A final error says how many attempts over how long.
 - Every URL goes to api_endpoint (default https://compute.googleapis.com/compute/v1/, env GCE_API_ENDPOINT):
   full selfLinks are accepted and mapped onto the endpoint, so credentials never travel anywhere else.
 - Pagination (list, aggregated_list) and operations (wait) as the Compute API defines them; operation
@@ -38,12 +40,15 @@ except ImportError:  # pragma: no cover - ansible is always there in practice
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (  # noqa: F401 pylint: disable=unused-import
     AUTH_KINDS,
     DEFAULT_SCOPES,
+    RATE_LIMIT_REASONS,
+    RETRY_STATUSES,
     DLVM_IMAGE_PROJECT,
     GPU_MACHINE_FAMILIES,
     READONLY_SCOPES,
     RECOMMENDED_GPU_IMAGE_FAMILY,
     RECOMMENDED_GPU_IMAGE_PROJECT,
     Names,
+    api_error_hint,
     api_option_problems,
     basename,
     check_api_endpoint,
@@ -59,12 +64,12 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     machine_family,
     network_path,
     open_to_world,
+    retryable,
     service_account_source_problems,
     zone_region,
 )
 
 DEFAULT_API_ENDPOINT = "https://compute.googleapis.com/compute/v1/"
-RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 MAX_BACKOFF = 32.0
 MAX_RETRY_AFTER = 60.0
 # operations.wait "waits for no more than the 2 minutes and then returns the current state of the operation,
@@ -115,7 +120,7 @@ class GceAuthError(GceError):
 class GceApiError(GceError):
     """The API answered with an error status (after retries, for the retryable ones)."""
 
-    def __init__(self, status, message, reason=None, body=None, method=None, url=None):
+    def __init__(self, status, message, reason=None, body=None, method=None, url=None, attempts=1, elapsed=0.0):
         self.status = status
         self.status_code = status
         self.message = message
@@ -123,12 +128,20 @@ class GceApiError(GceError):
         self.body = body
         self.method = method
         self.url = url
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.retryable = retryable(status, reason)
+        self.hint = api_error_hint(status, reason)
         text = "HTTP %s" % status
         if reason:
             text += " %s" % reason
         text += ": %s" % message
         if method and url:
             text += " (%s %s)" % (method, url)
+        if attempts > 1 or self.retryable:
+            text += "; gave up after %d attempt%s over %.1f s" % (attempts, "s" if attempts != 1 else "", elapsed)
+        if self.hint:
+            text += " (%s)" % self.hint
         super(GceApiError, self).__init__(text)
 
 
@@ -314,6 +327,7 @@ class GceClient(object):
         retries: the retries of this request (default: the client's).
         """
         retries = self.retries if retries is None else retries
+        started = time.monotonic()
         requests = self._requests
         method = method.upper()
         url = self.url(path)
@@ -337,13 +351,15 @@ class GceClient(object):
                     self._sleep(self._retry_delay(attempt))
                     attempt += 1
                     continue
-                raise GceTransportError("%s %s: no answer after %d attempts: %s" % (method, url, attempt + 1, e))
-            if resp.status_code in RETRY_STATUSES and attempt < retries:
-                self._sleep(self._retry_delay(attempt, resp))
-                attempt += 1
-                continue
+                raise GceTransportError("%s %s: no answer after %d attempts over %.1f s: %s"
+                                        % (method, url, attempt + 1, time.monotonic() - started, e))
             if resp.status_code >= 400:
-                raise self._api_error(method, url, resp)
+                error = self._api_error(method, url, resp, attempt + 1, time.monotonic() - started)
+                if error.retryable and attempt < retries:
+                    self._sleep(self._retry_delay(attempt, resp))
+                    attempt += 1
+                    continue
+                raise error
             if not resp.content:
                 return {}
             try:
@@ -353,7 +369,7 @@ class GceClient(object):
                                % (method, url, resp.status_code, resp.text[:200]))
 
     @staticmethod
-    def _api_error(method, url, resp):
+    def _api_error(method, url, resp, attempts=1, elapsed=0.0):
         status = resp.status_code
         message = resp.reason or "error"
         reason = None
@@ -372,7 +388,7 @@ class GceClient(object):
         elif isinstance(body, str) and body.strip():
             message = body.strip()[:300]
         # never echo query strings (page tokens are harmless, but keep messages short)
-        return GceApiError(status, message, reason, body, method, url.split("?", 1)[0])
+        return GceApiError(status, message, reason, body, method, url.split("?", 1)[0], attempts, elapsed)
 
     # ----------------------------------------------------------------- reading
     def get(self, path, params=None):
@@ -469,7 +485,7 @@ class GceClient(object):
                     op = self.request("GET", path)
                 failures = 0
             except (GceTransportError, GceApiError) as e:
-                if isinstance(e, GceApiError) and e.status not in RETRY_STATUSES:
+                if isinstance(e, GceApiError) and not e.retryable:
                     raise
                 failures += 1  # no answer or still throttled after the request's own retries: keep waiting
                 self._sleep(max(0.0, min(self._retry_delay(min(failures, 6)), deadline - time.monotonic())))

@@ -33,6 +33,12 @@ RECOMMENDED_GPU_IMAGE_PROJECT = "ubuntu-os-accelerator-images"
 RECOMMENDED_GPU_IMAGE_FAMILY = "ubuntu-accelerator-2204-amd64-with-nvidia-580"
 # machine-type families that always carry GPUs (accelerator-optimized)
 GPU_MACHINE_FAMILIES = ("a2", "a3", "a4", "g2", "g4")
+
+# API answers worth retrying with backoff and jitter. Compute answers an exceeded *rate* quota with 403 and
+# reason rateLimitExceeded or userRateLimitExceeded (429 happens too); 403 quotaExceeded (a resource quota such
+# as GPUS_ALL_REGIONS) and permission errors are final: retrying cannot help.
+RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+RATE_LIMIT_REASONS = frozenset(("rateLimitExceeded", "userRateLimitExceeded"))
 MIN_BOOT_DISK_GB = 10
 
 FIREWALL_PROTOCOLS = ("tcp", "udp", "icmp", "esp", "ah", "sctp", "ipip", "all")
@@ -79,6 +85,26 @@ def basename(link):
     if not link:
         return link
     return str(link).rstrip("/").rsplit("/", 1)[-1]
+
+
+def retryable(status, reason=None):
+    """Whether an API error answer (HTTP status, error.errors[0].reason) is retried with backoff."""
+    return status in RETRY_STATUSES or (status == 403 and reason in RATE_LIMIT_REASONS)
+
+
+def api_error_hint(status, reason=None):
+    """What a user should do about a final API error, or "" (the API's message names the quota/permission)."""
+    if status == 403 and reason == "quotaExceeded":
+        return ("a resource quota is exhausted (named above); retrying cannot help: request more quota "
+                "(console: IAM & Admin > Quotas) or use another region/zone")
+    if status in RETRY_STATUSES or (status == 403 and reason in RATE_LIMIT_REASONS):
+        return ("the API's rate limit or availability: retried with backoff; raise 'retries' or try again later "
+                "(a rate quota: no IAM change is needed)")
+    if status == 403:
+        return ("permission denied: the credentials lack the permission named above; grant a role that has it "
+                "(for example roles/compute.instanceAdmin.v1 and roles/iam.serviceAccountUser to provision, "
+                "roles/compute.viewer to list)")
+    return ""
 
 
 def zone_region(zone):

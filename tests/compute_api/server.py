@@ -38,6 +38,16 @@ except ImportError:  # run as a script: python tests/compute_api/server.py
 BASE_PATH = "/compute/v1/"
 WAIT_HOLD_SECONDS = 120.0  # operations.wait holds the request for at most this long (API seconds)
 WAIT_TICK = 0.05  # real seconds between two looks at an operation during a wait
+# Messages of the real API for the reasons a status fault may carry (403 is how Compute answers an exceeded
+# rate quota: rateLimitExceeded / userRateLimitExceeded; quotaExceeded is a resource quota: retrying cannot help)
+FAULT_MESSAGES = {
+    "rateLimitExceeded": "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' of service "
+                         "'compute.googleapis.com' for consumer 'project_number:123456789012'.",
+    "userRateLimitExceeded": "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute "
+                             "per user' of service 'compute.googleapis.com'.",
+    "quotaExceeded": "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 0.0 globally.",
+    "forbidden": "Required 'compute.instances.list' permission for 'projects/llmops-demo'",
+}
 FAULT_KINDS = ("status", "drop", "drop_after", "operation_error", "delay", "slow_operation")
 SELF_LINK_BASE = "https://www.googleapis.com/compute/v1/"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -1405,9 +1415,10 @@ class Handler(BaseHTTPRequestHandler):
         if fault and fault["kind"] != "drop_after":
             code = int(fault.get("status", 503))
             headers = {"Retry-After": fault["retry_after"]} if fault.get("retry_after") is not None else {}
-            raise ApiError(code, fault.get("message") or ("Rate Limit Exceeded" if code == 429 else
-                                                          "The service is currently unavailable."),
-                           headers=headers)
+            reason = fault.get("reason")
+            message = fault.get("message") or FAULT_MESSAGES.get(reason) or (
+                "Rate Limit Exceeded" if code == 429 else "The service is currently unavailable.")
+            raise ApiError(code, message, reason=reason, headers=headers)
         if body is ApiError:
             raise ApiError(400, "Invalid JSON payload received. The request body is not JSON.", reason="parseError")
         outcome = api.handle(http_method, path, query, body)

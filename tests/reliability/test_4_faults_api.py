@@ -62,9 +62,13 @@ def _record(fault, injected, expected, observed, survived, figure=""):
                figure=figure)
 
 
-@pytest.mark.parametrize(("status", "method"), [(429, "POST"), (503, "GET")])
-def test_bursts_of_429_503_are_retried_with_backoff(fresh, secrets_, status, method):
-    fresh.srv.add_faults({"kind": "status", "status": status, "count": 3, "method": method, "path": "/global/firewalls"})
+@pytest.mark.parametrize(("status", "method", "reason"), [(429, "POST", None), (503, "GET", None),
+                                                         (403, "POST", "rateLimitExceeded"),
+                                                         (403, "GET", "userRateLimitExceeded")])
+def test_bursts_of_429_503_are_retried_with_backoff(fresh, secrets_, status, method, reason):
+    """403 rateLimitExceeded/userRateLimitExceeded is how Compute answers most exceeded rate quotas."""
+    fresh.srv.add_faults({"kind": "status", "status": status, "count": 3, "method": method, "path": "/global/firewalls",
+                          "reason": reason})
     res = _firewall(fresh, secrets_)
     reqs = _fw_requests(fresh, method)
     statuses = [r["status"] for r in reqs]
@@ -74,8 +78,8 @@ def test_bursts_of_429_503_are_retried_with_backoff(fresh, secrets_, status, met
     ok = (res.rc == 0 and statuses[:3] == [status] * 3 and statuses[3] < 500 and _rules(fresh) == [RULE["name"]]
           and backoff and (method != "POST" or same_id))
     id_note = " one requestId for every attempt: %s;" % same_id if method == "POST" else ""
-    _record("Compute API: a burst of 3 x HTTP %d on %s" % (status, method),
-            "fault rule status=%d count=3" % status, "retried with growing backoff; the rule is created once",
+    _record("Compute API: a burst of 3 x HTTP %d%s on %s" % (status, " " + reason if reason else "", method),
+            "fault rule status=%d%s count=3" % (status, " reason=%s" % reason if reason else ""), "retried with growing backoff; the rule is created once",
             "rc=%d; %s statuses %s;%s rules: %s" % (res.rc, method, statuses, id_note, _rules(fresh)), ok,
             "gaps between attempts %s s (client minimum %s s)" % (gaps, MIN_GAPS))
     assert res.rc == 0, res.tail()

@@ -352,3 +352,43 @@ def test_application_default_credentials_missing(server, monkeypatch, tmp_path):
         gce.GceClient(PROJECT, auth_kind="application", api_endpoint=server.endpoint)
     assert "auth_kind=application found no application default credentials" in str(e.value)
     assert server.requests() == []
+
+
+# ------------------------------------------------------------------------------ 403 rate limits, quotas, permissions
+@pytest.mark.parametrize("reason", ["rateLimitExceeded", "userRateLimitExceeded"])
+def test_403_rate_limits_are_retried_with_backoff_like_429(server, reason):
+    c = client_for(server)
+    server.add_faults({"kind": "status", "status": 403, "reason": reason, "count": 3})
+    assert c.get(c.project_path("zones", ZONE))["name"] == ZONE
+    assert c.calls == 4
+    sleeps = c._sleep
+    assert len(sleeps) == 3 and all(0.5 * 0.5 * 2 ** n <= t <= 0.5 * 2 ** n for n, t in enumerate(sleeps)), sleeps
+
+
+def test_403_rate_limit_give_up_says_how_many_attempts_over_how_long(server):
+    c = client_for(server, retries=2)
+    server.add_faults({"kind": "status", "status": 403, "reason": "rateLimitExceeded", "count": -1})
+    with pytest.raises(gce.GceApiError) as e:
+        c.get(c.project_path("zones", ZONE))
+    assert c.calls == 3
+    text = str(e.value)
+    assert "rateLimitExceeded" in text and "gave up after 3 attempts over" in text, text
+    assert "grant a role" not in text, text  # a rate limit is no IAM problem
+
+
+def test_403_quota_exceeded_is_final_and_names_the_quota(server):
+    c = client_for(server)
+    server.add_faults({"kind": "status", "status": 403, "reason": "quotaExceeded", "count": 5})
+    with pytest.raises(gce.GceApiError) as e:
+        c.request("POST", c.project_path("global/firewalls"), body=firewall_body("q"))
+    assert c.calls == 1 and c._sleep == []
+    assert "GPUS_ALL_REGIONS" in str(e.value) and "retrying cannot help" in str(e.value), str(e.value)
+
+
+def test_403_permission_denied_is_final_and_names_the_permission(server):
+    c = client_for(server)
+    server.add_faults({"kind": "status", "status": 403, "reason": "forbidden", "count": 5})
+    with pytest.raises(gce.GceApiError) as e:
+        c.get(c.project_path("zones", ZONE))
+    assert c.calls == 1
+    assert "compute.instances.list" in str(e.value) and "permission denied" in str(e.value), str(e.value)

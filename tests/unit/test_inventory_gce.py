@@ -384,6 +384,21 @@ def test_rate_limits_and_outages_are_retried(tmp_path, fleet):
     assert [r["status"] for r in fleet.requests(r"/aggregated/")] == [429, 503, 200]
 
 
+def test_403_rate_limits_are_retried_and_never_blamed_on_iam(tmp_path, fleet):
+    fleet.add_faults({"kind": "status", "status": 403, "reason": "rateLimitExceeded", "count": 2,
+                      "path": "/aggregated/"})
+    with pytest.raises(AnsibleError) as err:
+        parse(write_config(tmp_path, fleet, retries=1))
+    text = str(err.value)
+    assert "gave up after 2 attempts" in text and "rateLimitExceeded" in text, text
+    assert "roles/compute.viewer" not in text and "Check the credentials" not in text, text
+    assert [r["status"] for r in fleet.requests(r"/aggregated/")] == [403, 403]
+    fleet.add_faults({"kind": "status", "status": 403, "reason": "userRateLimitExceeded", "count": 1,
+                      "path": "/aggregated/"})
+    inv = parse(write_config(tmp_path, fleet), cache=False)
+    assert sorted(inv.hosts) == ["cpu-1", "vm-1"]
+
+
 def test_missing_credentials_file_fails_before_any_api_call(tmp_path, fleet):
     path = write_config(tmp_path, fleet, auth_kind="serviceaccount",
                         service_account_file=str(tmp_path / "nope.json"))
