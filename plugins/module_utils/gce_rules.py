@@ -92,6 +92,12 @@ def retryable(status, reason=None):
     return status in RETRY_STATUSES or (status == 403 and reason in RATE_LIMIT_REASONS)
 
 
+def stale_precondition(status, reason=None):
+    """A write refused because what it was based on changed: 412 conditionNotMet (a stale fingerprint) or
+    resourceNotReady. The rule: re-read the resource and re-apply, once."""
+    return status == 412 or reason in ("conditionNotMet", "resourceNotReady")
+
+
 def api_error_hint(status, reason=None):
     """What a user should do about a final API error, or "" (the API's message names the quota/permission)."""
     if status == 403 and reason == "quotaExceeded":

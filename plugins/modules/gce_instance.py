@@ -17,7 +17,8 @@ description:
   - The boot image can be an image family; it is resolved to the family's newest image when the VM is created.
   - "Idempotent: an existing instance whose managed settings match gives C(changed=false). Drift of O(tags),
     O(labels), O(metadata) (the keys given) and O(scheduling) is corrected in place (C(setTags), C(setLabels),
-    C(setMetadata), C(setScheduling)). Drift of the machine type, the accelerators or the boot disk needs the
+    C(setMetadata), C(setScheduling)). A write refused for a stale fingerprint (412 C(conditionNotMet)) or
+    C(resourceNotReady) is re-read and re-applied once. Drift of the machine type, the accelerators or the boot disk needs the
     VM stopped or re-created; it is reported in RV(pending_changes) with a warning, never applied silently."
 author:
   - llmops team (@llmops)
@@ -242,6 +243,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     GCE_AUTH_ARGSPEC,
+    GceApiError,
     GceError,
     client_from_module,
 )
@@ -256,6 +258,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     internal_ip,
     nat_ip,
     network_path,
+    stale_precondition,
 )
 
 
@@ -320,6 +323,26 @@ class InstanceManager(object):
 
     def get(self):
         return self.client.get(self.path)
+
+    def apply(self, suffix, body_for, inst):
+        """POST `suffix` with body_for(inst); on a stale fingerprint (412 conditionNotMet) or resourceNotReady,
+        re-read the instance and re-apply once (body_for(fresh); None = nothing left to change)."""
+        try:
+            self.call("POST", suffix, body_for(inst))
+        except GceApiError as e:
+            if not stale_precondition(e.status, e.reason):
+                raise
+            fresh = self.get()
+            body = body_for(fresh) if fresh is not None else None
+            if body is None:
+                return
+            try:
+                self.call("POST", suffix, body)
+            except GceApiError as again:
+                if stale_precondition(again.status, again.reason):
+                    raise GceError("%s was refused twice (%s), the second time after the instance was re-read: "
+                                   "something else keeps changing it; run again" % (suffix.lstrip("/"), again))
+                raise
 
     def wait_status(self, wanted, timeout=None):
         """GET until the instance reaches one of `wanted` statuses (after a start/insert/stop)."""
@@ -400,28 +423,39 @@ class InstanceManager(object):
         p = self.p
         check = self.module.check_mode
         if p["tags"] is not None:
-            current = list((inst.get("tags") or {}).get("items") or [])
-            if sorted(set(current)) != sorted(set(p["tags"])):
+            def tags_body(i):
+                tags = i.get("tags") or {}
+                if sorted(set(tags.get("items") or [])) == sorted(set(p["tags"])):
+                    return None
+                return {"items": list(p["tags"]), "fingerprint": tags.get("fingerprint")}
+            if tags_body(inst) is not None:
                 self.actions.append("setTags")
                 if not check:
-                    self.call("POST", "/setTags", {"items": list(p["tags"]),
-                                                   "fingerprint": (inst.get("tags") or {}).get("fingerprint")})
+                    self.apply("/setTags", tags_body, inst)
         if p["labels"] is not None:
             want = dict((k, str(v)) for k, v in p["labels"].items())
-            if dict(inst.get("labels") or {}) != want:
+
+            def labels_body(i):
+                if dict(i.get("labels") or {}) == want:
+                    return None
+                return {"labels": want, "labelFingerprint": i.get("labelFingerprint")}
+            if labels_body(inst) is not None:
                 self.actions.append("setLabels")
                 if not check:
-                    self.call("POST", "/setLabels", {"labels": want, "labelFingerprint": inst.get("labelFingerprint")})
+                    self.apply("/setLabels", labels_body, inst)
         if p["metadata"]:
-            current = metadata_dict(inst)
-            want = dict(current)
-            want.update((k, str(v)) for k, v in p["metadata"].items())
-            if want != current:
+            def metadata_body(i):
+                current = metadata_dict(i)
+                want = dict(current)
+                want.update((k, str(v)) for k, v in p["metadata"].items())
+                if want == current:
+                    return None
+                return {"items": [{"key": k, "value": v} for k, v in want.items()],
+                        "fingerprint": (i.get("metadata") or {}).get("fingerprint")}
+            if metadata_body(inst) is not None:
                 self.actions.append("setMetadata")
                 if not check:
-                    items = [{"key": k, "value": v} for k, v in want.items()]
-                    self.call("POST", "/setMetadata", {"items": items,
-                                                       "fingerprint": (inst.get("metadata") or {}).get("fingerprint")})
+                    self.apply("/setMetadata", metadata_body, inst)
         want_sched = desired_scheduling(p)
         cur_sched = inst.get("scheduling") or {}
         if p["scheduling"] is not None or has_gpu(p["machine_type"], p["accelerators"]):

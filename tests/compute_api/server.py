@@ -48,7 +48,7 @@ FAULT_MESSAGES = {
     "quotaExceeded": "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 0.0 globally.",
     "forbidden": "Required 'compute.instances.list' permission for 'projects/llmops-demo'",
 }
-FAULT_KINDS = ("status", "drop", "drop_after", "operation_error", "delay", "slow_operation")
+FAULT_KINDS = ("status", "drop", "drop_after", "operation_error", "delay", "slow_operation", "concurrent_change")
 SELF_LINK_BASE = "https://www.googleapis.com/compute/v1/"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_PROJECT = "llmops-demo"
@@ -600,6 +600,9 @@ class ComputeApi(object):
                 op = self.state.operations.get(self.state.request_ids[request_id])
                 if op is not None:
                     return 200, self.public(op)
+            change = self._take_fault(("concurrent_change",), http_method, path)
+            if change and "instance" in params:
+                self._concurrent_change(params, change)
             result = handler(params, q, body or {})
             if not isinstance(result, _LongPoll):
                 if isinstance(result, dict) and result.get("kind") == "compute#operation" and request_id:
@@ -1205,6 +1208,17 @@ class ComputeApi(object):
             inst["status"] = "STAGING"
         return self._new_operation(p["project"], "start", inst["selfLink"], p["zone"], request_id=q.get("requestId"),
                                    on_done=self._set_status(inst, "RUNNING"))
+
+    def _concurrent_change(self, p, fault):
+        """Another client writes the instance just before this request: new tags/labels/metadata fingerprints,
+        and its own metadata item (so a stale fingerprint is answered 412, as the real API does)."""
+        inst = self._instance(p)
+        key = fault.get("metadata_key", "other-writer")
+        items = [i for i in inst["metadata"].get("items") or [] if i.get("key") != key]
+        items.append({"key": key, "value": fault.get("metadata_value", "written by someone else")})
+        inst["metadata"] = {"kind": "compute#metadata", "items": items, "fingerprint": fingerprint([items, uuid.uuid4().hex])}
+        inst["tags"]["fingerprint"] = fingerprint([inst["tags"].get("items"), uuid.uuid4().hex])
+        inst["labelFingerprint"] = fingerprint([inst.get("labels"), uuid.uuid4().hex])
 
     def _check_fingerprint(self, given, current, what):
         if given != current:

@@ -240,6 +240,29 @@ def test_instance_drift_updated_with_set_methods(server):
     assert r["diff"]["before"]["tags"] == ["ai-server", "monitoring"] and r["diff"]["after"]["tags"] == ["ai-server"]
 
 
+@pytest.mark.parametrize("method", ["setTags", "setLabels", "setMetadata"])
+def test_instance_stale_fingerprint_412_is_re_read_and_re_applied_once(server, method):
+    run_module(gce_instance.main, vm_args(server))
+    server.add_faults({"kind": "concurrent_change", "path": "/%s$" % method, "count": 1})
+    server.clear_requests()
+    r = run_module(gce_instance.main, vm_args(server, tags=["ai-server"], labels={"app": "vllm", "team": "ml"},
+                                              metadata={"startup-note": "x"}))
+    assert not r.get("failed"), r["msg"]
+    sets = [(w["path"].rsplit("/", 1)[1], w["status"]) for w in writes(server)]
+    assert sets.count((method, 412)) == 1 and sets.count((method, 200)) == 1, sets
+    inst = server.api.dump()["projects"][PROJECT]["instances"][ZONE]["ai-server-l4"]
+    assert inst["tags"]["items"] == ["ai-server"] and inst["labels"] == {"app": "vllm", "team": "ml"}
+    keys = {i["key"] for i in inst["metadata"]["items"]}
+    assert {"ssh-keys", "startup-note", "other-writer"} <= keys, keys  # the other writer's item is kept
+
+
+def test_instance_412_twice_fails_clearly(server):
+    run_module(gce_instance.main, vm_args(server))
+    server.add_faults({"kind": "concurrent_change", "path": "/setLabels$", "count": 2})
+    r = run_module(gce_instance.main, vm_args(server, labels={"app": "other"}))
+    assert r["failed"] and "412" in r["msg"] and "re-read" in r["msg"], r["msg"]
+
+
 def test_instance_scheduling_drift_is_set(server):
     run_module(gce_instance.main, vm_args(server))
     server.api.state.projects[PROJECT]["instances"][ZONE]["ai-server-l4"]["scheduling"]["automaticRestart"] = False
