@@ -43,7 +43,7 @@ options:
   state:
     description:
       - V(present) the instance exists (created and running if it did not exist; an existing stopped VM stays stopped).
-      - V(started) the instance exists and is C(RUNNING).
+      - V(started) the instance exists and is C(RUNNING) (a C(SUSPENDED) instance is resumed, a stopped one started).
       - V(stopped) or V(terminated) the instance exists and is stopped (C(TERMINATED)); it must exist already.
       - V(absent) the instance does not exist (its auto-delete boot disk goes with it).
     type: str
@@ -511,11 +511,14 @@ class InstanceManager(object):
             self.reconcile(inst)
             status = inst.get("status")
             if state == "started" and status not in ("RUNNING", "PROVISIONING", "STAGING"):
-                if status in ("STOPPING", "SUSPENDING"):
+                if status in ("STOPPING", "SUSPENDING") and not self.module.check_mode:
                     inst = self.wait_status(("TERMINATED", "STOPPED", "SUSPENDED"))
-                self.actions.append("start")
+                    status = (inst or {}).get("status")
+                # a suspended VM comes back with resume (start is for stopped ones)
+                action = "resume" if status in ("SUSPENDED", "SUSPENDING") else "start"
+                self.actions.append(action)
                 if not self.module.check_mode:
-                    self.call("POST", "/start")
+                    self.call("POST", "/" + action)
             elif state in ("stopped", "terminated") and status not in ("TERMINATED", "STOPPED"):
                 self.actions.append("stop")
                 if not self.module.check_mode:
@@ -531,7 +534,7 @@ class InstanceManager(object):
         if self.module.check_mode:
             after = dict(before)
             for action in self.actions:
-                if action == "start":
+                if action in ("start", "resume"):
                     after["status"] = "RUNNING"
                 elif action == "stop":
                     after["status"] = "TERMINATED"

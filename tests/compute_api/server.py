@@ -1204,6 +1204,9 @@ class ComputeApi(object):
         inst = self._instance(p)
         if inst["status"] in ("STOPPING", "SUSPENDING"):
             raise bad("The resource '%s' is not ready" % inst["selfLink"].replace(self.base, ""), "resourceNotReady")
+        if inst["status"] == "SUSPENDED":  # start is for stopped instances; a suspended one needs resume
+            raise bad("Invalid resource usage: 'Instance '%s' is suspended. Use the resume method to resume "
+                      "it.'." % inst["name"], "resourceInUseByAnotherResource")
         if inst["status"] not in ("RUNNING", "PROVISIONING", "STAGING"):
             inst["status"] = "STAGING"
         return self._new_operation(p["project"], "start", inst["selfLink"], p["zone"], request_id=q.get("requestId"),
@@ -1219,6 +1222,30 @@ class ComputeApi(object):
         inst["metadata"] = {"kind": "compute#metadata", "items": items, "fingerprint": fingerprint([items, uuid.uuid4().hex])}
         inst["tags"]["fingerprint"] = fingerprint([inst["tags"].get("items"), uuid.uuid4().hex])
         inst["labelFingerprint"] = fingerprint([inst.get("labels"), uuid.uuid4().hex])
+
+    def m_instances_suspend(self, p, q, body):
+        inst = self._instance(p)
+        if inst.get("guestAccelerators"):
+            raise bad("Invalid resource usage: 'Suspend is not supported for instances with GPUs attached.'.",
+                      "unsupportedOperation")
+        if inst["status"] != "RUNNING":
+            raise bad("Invalid resource usage: 'Only a RUNNING instance can be suspended.'.", "resourceNotReady")
+        inst["status"] = "SUSPENDING"
+
+        def done():
+            if inst["status"] == "SUSPENDING":
+                inst["status"] = "SUSPENDED"
+        return self._new_operation(p["project"], "suspend", inst["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"), on_done=done)
+
+    def m_instances_resume(self, p, q, body):
+        inst = self._instance(p)
+        if inst["status"] != "SUSPENDED":
+            raise bad("Invalid resource usage: 'Instance '%s' is not suspended (%s).'." % (inst["name"], inst["status"]),
+                      "resourceNotReady")
+        inst["status"] = "STAGING"
+        return self._new_operation(p["project"], "resume", inst["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"), on_done=self._set_status(inst, "RUNNING"))
 
     def _check_fingerprint(self, given, current, what):
         if given != current:

@@ -20,6 +20,7 @@ from tests.compute_api.testing import (  # noqa: E402
     service_account_key,
 )
 
+from ansible_collections.llmops.gce_vllm.plugins.module_utils import gce  # noqa: E402
 from ansible_collections.llmops.gce_vllm.plugins.modules import gce_firewall, gce_instance, gce_preflight  # noqa: E402
 
 ZONE = "asia-northeast3-a"
@@ -327,6 +328,22 @@ def test_instance_stop_start_absent_are_idempotent(server):
     assert not r["changed"]
     r = run_module(gce_instance.main, dict(base, state="stopped"))
     assert r["failed"] and "does not exist" in r["msg"]
+
+
+def test_instance_suspended_and_state_started_is_resumed(server):
+    cpu = dict(auth_args(server), name="cpu-vm", zone=ZONE, machine_type="e2-standard-4",
+               boot_disk={"image_family": "debian-12", "image_project": "debian-cloud"})
+    assert run_module(gce_instance.main, cpu)["status"] == "RUNNING"
+    c = gce.GceClient(PROJECT, auth_kind="accesstoken", access_token="t", api_endpoint=server.endpoint)
+    c.mutate("POST", c.project_path("zones", ZONE, "instances", "cpu-vm", "suspend"))
+    assert server.api.summary()[PROJECT]["instances"][ZONE + "/cpu-vm"] == "SUSPENDED"
+    server.clear_requests()
+    r = run_module(gce_instance.main, dict(cpu, state="started"), check_mode=True)
+    assert r["changed"] and r["actions"] == ["resume"] and writes(server) == []
+    r = run_module(gce_instance.main, dict(cpu, state="started"))
+    assert not r.get("failed"), r["msg"]
+    assert r["changed"] and r["actions"] == ["resume"] and r["status"] == "RUNNING"
+    assert [w["path"].rsplit("/", 1)[1] for w in writes(server)] == ["resume"]
 
 
 def test_instance_failed_operation_is_reported_verbatim(server):
