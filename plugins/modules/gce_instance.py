@@ -16,8 +16,9 @@ description:
     type that is not G2, or a Deep Learning VM image (C(deeplearning-platform-release)) on G2.
   - The boot image can be an image family; it is resolved to the family's newest image when the VM is created.
   - "Idempotent: an existing instance whose managed settings match gives C(changed=false). Drift of O(tags),
-    O(labels), O(metadata) (the keys given) and O(scheduling) is corrected in place (C(setTags), C(setLabels),
-    C(setMetadata), C(setScheduling)). A write refused for a stale fingerprint (412 C(conditionNotMet)) or
+    O(labels) and O(metadata) (the keys given) is corrected in place (C(setTags), C(setLabels),
+    C(setMetadata)); drift of O(scheduling) with C(setScheduling), which the API takes only on a stopped VM (see
+    O(allow_stop)). A write refused for a stale fingerprint (412 C(conditionNotMet)) or
     C(resourceNotReady) is re-read and re-applied once. Drift of the machine type, the accelerators or the boot disk needs the
     VM stopped or re-created; it is reported in RV(pending_changes) with a warning, never applied silently."
 author:
@@ -132,6 +133,15 @@ options:
     type: list
     elements: str
     default: ['https://www.googleapis.com/auth/cloud-platform']
+  allow_stop:
+    description:
+      - Let the module stop a running VM to apply drift that the API accepts only on a stopped one
+        (O(scheduling): C(setScheduling) works only on C(TERMINATED) instances), and start it again after
+        (unless O(state=stopped)).
+      - With V(false) such drift of a running VM is reported in RV(pending_changes) with a warning; it is
+        applied when the VM is stopped, or with O(state=stopped).
+    type: bool
+    default: false
   operation_timeout:
     description: Seconds to wait for each operation to finish (creation of a GPU VM can take minutes).
     type: int
@@ -317,6 +327,8 @@ class InstanceManager(object):
         self.actions = []
         self.pending = []
         self.image = None
+        self.sched_body = None  # the setScheduling body when the scheduling drifted
+        self.sched_stop = False  # stop the VM to apply it
 
     def call(self, method, suffix, body=None):
         self.client.mutate(method, self.path + suffix, body=body, timeout=self.timeout)
@@ -460,11 +472,18 @@ class InstanceManager(object):
         cur_sched = inst.get("scheduling") or {}
         if p["scheduling"] is not None or has_gpu(p["machine_type"], p["accelerators"]):
             if any(cur_sched.get(k) != v for k, v in want_sched.items()):
-                self.actions.append("setScheduling")
-                if not check:
-                    body = dict((k, v) for k, v in cur_sched.items() if k in ("preemptible", "provisioningModel"))
-                    body.update(want_sched)
-                    self.call("POST", "/setScheduling", body)
+                # the API takes setScheduling only on a TERMINATED instance: applied by run() when the VM is
+                # stopped, is to be stopped (state stopped), or allow_stop permits stopping it; else reported
+                body = dict((k, v) for k, v in cur_sched.items() if k in ("preemptible", "provisioningModel"))
+                body.update(want_sched)
+                self.sched_body = body
+                self.sched_stop = inst.get("status") != "TERMINATED" and (
+                    p["state"] in ("stopped", "terminated") or p["allow_stop"])
+                if inst.get("status") != "TERMINATED" and not self.sched_stop:
+                    self.pending.append(
+                        "scheduling: %s -> %s (the API changes it only on a stopped VM: stop the VM, or set "
+                        "allow_stop: true to let this module stop it, apply it and start it again)"
+                        % (dict((k, cur_sched.get(k)) for k in want_sched), want_sched))
         if p["machine_type"] and basename(inst.get("machineType")) != basename(p["machine_type"]):
             self.pending.append("machine_type: %s -> %s (stop the VM and change it, or re-create it)"
                                 % (basename(inst.get("machineType")), basename(p["machine_type"])))
@@ -484,6 +503,28 @@ class InstanceManager(object):
                                 % (bool(addresses(inst)[1]), bool(p["external_ip"])))
         for item in self.pending:
             self.module.warn("instance %s: %s" % (p["name"], item))
+
+    def apply_scheduling(self, status):
+        """setScheduling on the TERMINATED VM, stopping it first when sched_stop (and starting it again after
+        when the wanted state is present/started); returns the status the VM is then in."""
+        check = self.module.check_mode
+        restart = False
+        if self.sched_stop:
+            self.actions.append("stop")
+            restart = self.p["state"] in ("present", "started")
+            if not check:
+                self.call("POST", "/stop")
+                self.wait_status(("TERMINATED",))
+            status = "TERMINATED"
+        self.actions.append("setScheduling")
+        if not check:
+            self.call("POST", "/setScheduling", self.sched_body)
+        if restart:
+            self.actions.append("start")
+            if not check:
+                self.call("POST", "/start")
+            status = "RUNNING"
+        return status
 
     # ------------------------------------------------------------- run
     def run(self):
@@ -510,6 +551,8 @@ class InstanceManager(object):
         else:
             self.reconcile(inst)
             status = inst.get("status")
+            if self.sched_body is not None and (status == "TERMINATED" or self.sched_stop):
+                status = self.apply_scheduling(status)
             if state == "started" and status not in ("RUNNING", "PROVISIONING", "STAGING"):
                 if status in ("STOPPING", "SUSPENDING") and not self.module.check_mode:
                     inst = self.wait_status(("TERMINATED", "STOPPED", "SUSPENDED"))
@@ -555,6 +598,7 @@ def main():
     argument_spec.update(
         state=dict(type="str", default="present", choices=["present", "absent", "started", "stopped", "terminated"]),
         operation_timeout=dict(type="int", default=900),
+        allow_stop=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params

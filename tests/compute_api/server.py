@@ -1283,6 +1283,11 @@ class ComputeApi(object):
 
     def m_instances_setScheduling(self, p, q, body):
         inst = self._instance(p)
+        if inst["status"] != "TERMINATED":
+            # "You can only call this method on a stopped instance, that is, a VM instance that is in a
+            # TERMINATED state" (the method's description in the discovery document)
+            raise bad("Invalid resource usage: 'Instance '%s' is %s. Scheduling can only be changed on a stopped "
+                      "(TERMINATED) instance.'." % (inst["name"], inst["status"]), "resourceNotReady")
         sched = dict(inst.get("scheduling") or {})
         sched.update(body)
         if inst.get("guestAccelerators") and sched.get("onHostMaintenance") == "MIGRATE":

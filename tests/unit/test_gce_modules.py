@@ -264,12 +264,44 @@ def test_instance_412_twice_fails_clearly(server):
     assert r["failed"] and "412" in r["msg"] and "re-read" in r["msg"], r["msg"]
 
 
-def test_instance_scheduling_drift_is_set(server):
+def _sched(server):
+    return server.api.dump()["projects"][PROJECT]["instances"][ZONE]["ai-server-l4"]["scheduling"]
+
+
+def test_instance_scheduling_drift_on_a_running_vm_is_reported_not_sent(server):
     run_module(gce_instance.main, vm_args(server))
     server.api.state.projects[PROJECT]["instances"][ZONE]["ai-server-l4"]["scheduling"]["automaticRestart"] = False
+    server.clear_requests()
     r = run_module(gce_instance.main, vm_args(server))
-    assert r["actions"] == ["setScheduling"]
-    assert server.api.dump()["projects"][PROJECT]["instances"][ZONE]["ai-server-l4"]["scheduling"]["automaticRestart"]
+    assert not r.get("failed"), r["msg"]
+    assert not r["changed"] and r["actions"] == [] and writes(server) == []
+    assert any(x.startswith("scheduling:") and "allow_stop" in x for x in r["pending_changes"]), r["pending_changes"]
+    assert any("scheduling" in w for w in r["warning_msgs"])
+    assert _sched(server)["automaticRestart"] is False
+
+
+def test_instance_scheduling_drift_applied_when_stopped_or_when_a_stop_is_allowed(server):
+    run_module(gce_instance.main, vm_args(server))
+    insts = server.api.state.projects[PROJECT]["instances"][ZONE]
+    insts["ai-server-l4"]["scheduling"]["automaticRestart"] = False
+    server.clear_requests()
+    r = run_module(gce_instance.main, vm_args(server, allow_stop=True))
+    assert not r.get("failed"), r["msg"]
+    assert r["actions"] == ["stop", "setScheduling", "start"] and r["status"] == "RUNNING", r
+    assert [w["path"].rsplit("/", 1)[1] for w in writes(server)] == ["stop", "setScheduling", "start"]
+    assert _sched(server)["automaticRestart"] is True
+    # a stopped VM: applied without any stop
+    run_module(gce_instance.main, vm_args(server, state="stopped"))
+    insts["ai-server-l4"]["scheduling"]["automaticRestart"] = False
+    server.clear_requests()
+    r = run_module(gce_instance.main, vm_args(server, state="stopped"))
+    assert r["actions"] == ["setScheduling"] and r["status"] == "TERMINATED", r
+    assert _sched(server)["automaticRestart"] is True
+    # state stopped on a running VM with drift: stopped first, then set
+    run_module(gce_instance.main, vm_args(server, state="started"))
+    insts["ai-server-l4"]["scheduling"]["automaticRestart"] = False
+    r = run_module(gce_instance.main, vm_args(server, state="stopped"))
+    assert r["actions"] == ["stop", "setScheduling"] and r["status"] == "TERMINATED", r
 
 
 def test_instance_machine_type_drift_is_reported_not_applied(server):
