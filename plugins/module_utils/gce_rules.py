@@ -25,6 +25,13 @@ import os
 import re
 
 DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+# The scopes gcloud gives a VM's service account when --scopes is not given (`gcloud compute instances create
+# --help`, the --scopes alias "default"); gcloud attaches the project's default compute service account with
+# them when no --service-account is named. An API insert without serviceAccounts gets no service account.
+GCLOUD_DEFAULT_VM_SCOPES = tuple("https://www.googleapis.com/auth/" + s for s in (
+    "devstorage.read_only", "logging.write", "monitoring.write", "pubsub", "service.management.readonly",
+    "servicecontrol", "trace.append"))
+NO_SERVICE_ACCOUNT = "none"
 READONLY_SCOPES = ("https://www.googleapis.com/auth/compute.readonly",)
 AUTH_KINDS = ("application", "serviceaccount", "accesstoken", "machineaccount")
 
@@ -90,6 +97,14 @@ def basename(link):
 def retryable(status, reason=None):
     """Whether an API error answer (HTTP status, error.errors[0].reason) is retried with backoff."""
     return status in RETRY_STATUSES or (status == 403 and reason in RATE_LIMIT_REASONS)
+
+
+def vm_service_accounts(email=None, scopes=None):
+    """The instance's serviceAccounts, as gcloud chooses them: no email -> the project's default compute
+    service account ("default", which the API resolves) with gcloud's default scopes; "none" -> none."""
+    if email == NO_SERVICE_ACCOUNT:
+        return []
+    return [{"email": email or "default", "scopes": list(scopes or GCLOUD_DEFAULT_VM_SCOPES)}]
 
 
 def stale_precondition(status, reason=None):
@@ -626,7 +641,7 @@ INSTANCE_OPTIONS = dict(
     labels=dict(type="dict"),
     metadata=dict(type="dict"),
     service_account_email=dict(type="str"),
-    service_account_scopes=dict(type="list", elements="str", default=list(DEFAULT_SCOPES)),
+    service_account_scopes=dict(type="list", elements="str", default=list(GCLOUD_DEFAULT_VM_SCOPES)),
 )
 
 FIREWALL_OPTIONS = dict(

@@ -126,13 +126,25 @@ options:
       - Metadata items. The keys given are set to the values given; other keys already on the instance are kept.
     type: dict
   service_account_email:
-    description: Service account of the VM (used at creation). Omit for none.
+    description:
+      - Service account of the VM (used at creation).
+      - Omitted, the project's default compute service account (C(PROJECT_NUMBER-compute@developer.gserviceaccount.com)),
+        as C(gcloud compute instances create) does; V(none) for no service account (no Cloud Logging/Monitoring
+        agent writes, no Cloud Storage access from the VM).
     type: str
   service_account_scopes:
-    description: OAuth scopes of the VM's service account (used at creation).
+    description:
+      - OAuth scopes of the VM's service account (used at creation). The default is gcloud's default set.
     type: list
     elements: str
-    default: ['https://www.googleapis.com/auth/cloud-platform']
+    default:
+      - https://www.googleapis.com/auth/devstorage.read_only
+      - https://www.googleapis.com/auth/logging.write
+      - https://www.googleapis.com/auth/monitoring.write
+      - https://www.googleapis.com/auth/pubsub
+      - https://www.googleapis.com/auth/service.management.readonly
+      - https://www.googleapis.com/auth/servicecontrol
+      - https://www.googleapis.com/auth/trace.append
   allow_stop:
     description:
       - Let the module stop a running VM to apply drift that the API accepts only on a stopped one
@@ -269,6 +281,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     nat_ip,
     network_path,
     stale_precondition,
+    vm_service_accounts,
 )
 
 
@@ -410,9 +423,9 @@ class InstanceManager(object):
             body["labels"] = dict((k, str(v)) for k, v in p["labels"].items())
         if p["metadata"]:
             body["metadata"] = {"items": [{"key": k, "value": str(v)} for k, v in p["metadata"].items()]}
-        if p["service_account_email"]:
-            body["serviceAccounts"] = [{"email": p["service_account_email"],
-                                        "scopes": list(p["service_account_scopes"])}]
+        accounts = vm_service_accounts(p["service_account_email"], p["service_account_scopes"])
+        if accounts:
+            body["serviceAccounts"] = accounts
         return body
 
     def create(self):

@@ -137,13 +137,22 @@ options:
           - Metadata items. The keys given are set to the values given; other keys already on the instance are kept.
         type: dict
       service_account_email:
-        description: Service account of the VM (used at creation). Omit for none.
+        description:
+          - Service account of the VM (used at creation). Omitted, the project's default compute service account
+            (as gcloud does); V(none) for none.
         type: str
       service_account_scopes:
-        description: OAuth scopes of the VM's service account (used at creation).
+        description: OAuth scopes of the VM's service account (used at creation). The default is gcloud's default set.
         type: list
         elements: str
-        default: ['https://www.googleapis.com/auth/cloud-platform']
+        default:
+          - https://www.googleapis.com/auth/devstorage.read_only
+          - https://www.googleapis.com/auth/logging.write
+          - https://www.googleapis.com/auth/monitoring.write
+          - https://www.googleapis.com/auth/pubsub
+          - https://www.googleapis.com/auth/service.management.readonly
+          - https://www.googleapis.com/auth/servicecontrol
+          - https://www.googleapis.com/auth/trace.append
   firewalls:
     description:
       - The firewall rules of the plan, each with the options of M(llmops.gce_vllm.gce_firewall).

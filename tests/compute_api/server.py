@@ -996,6 +996,25 @@ class ComputeApi(object):
         page["items"] = items
         return page
 
+    def project_number(self, project):
+        return str(100000000000 + int(hashlib.sha256(project.encode()).hexdigest()[:8], 16))
+
+    def _service_accounts(self, project, given):
+        """serviceAccounts of an insert: "default" is the project's default compute service account (the real
+        API writes its address back); at most one; an address must be an email."""
+        if len(given) > 1:
+            raise bad("Invalid value for field 'resource.serviceAccounts': at most one service account per instance.")
+        out = []
+        for sa in copy.deepcopy(given):
+            email = sa.get("email") or "default"
+            if email == "default":
+                email = "%s-compute@developer.gserviceaccount.com" % self.project_number(project)
+            elif not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", email):
+                raise bad("Invalid value for field 'resource.serviceAccounts[0].email': '%s'. The service account "
+                          "must be an email address or 'default'." % email)
+            out.append({"email": email, "scopes": list(sa.get("scopes") or [])})
+        return out
+
     def _zone_ref(self, project, zone, value, collection, where):
         """The name of a zonal resource given as a name, a partial URL or a full URL (in this zone)."""
         m = re.search(r"(?:^|/)(?:(?:projects/([^/]+)/)?zones/([^/]+)/%s/)?([^/]+)$" % collection, value or "")
@@ -1130,7 +1149,7 @@ class ComputeApi(object):
             "labels": labels, "labelFingerprint": fingerprint(labels),
             "metadata": {"kind": "compute#metadata", "items": metadata_items,
                          "fingerprint": fingerprint(metadata_items)},
-            "serviceAccounts": copy.deepcopy(body.get("serviceAccounts") or []),
+            "serviceAccounts": self._service_accounts(project, body.get("serviceAccounts") or []),
             "deletionProtection": bool(body.get("deletionProtection", False)),
             "startRestricted": False, "selfLink": link, "fingerprint": fingerprint([link, 0]),
             "lastStartTimestamp": now_rfc3339(),

@@ -219,6 +219,30 @@ def test_instance_second_run_changes_nothing(server):
     assert writes(server) == []
 
 
+# gcloud's default scopes (`gcloud compute instances create --help`, --scopes alias "default")
+GCLOUD_DEFAULT_SCOPES = ["https://www.googleapis.com/auth/" + s for s in (
+    "devstorage.read_only", "logging.write", "monitoring.write", "pubsub", "service.management.readonly",
+    "servicecontrol", "trace.append")]
+
+
+def test_instance_gets_the_default_compute_service_account_like_gcloud(server):
+    r = run_module(gce_instance.main, vm_args(server))
+    assert not r.get("failed"), r["msg"]
+    [sa] = r["instance"]["serviceAccounts"]
+    assert sa["email"] == "%s-compute@developer.gserviceaccount.com" % server.api.project_number(PROJECT)
+    assert sorted(sa["scopes"]) == sorted(GCLOUD_DEFAULT_SCOPES)
+
+
+def test_instance_service_account_none_explicitly_and_a_named_one(server):
+    r = run_module(gce_instance.main, vm_args(server, service_account_email="none"))
+    assert not r.get("failed"), r["msg"]
+    assert r["instance"]["serviceAccounts"] == []
+    r = run_module(gce_instance.main, vm_args(server, name="named", service_account_email="vm@p.iam.gserviceaccount.com",
+                                              service_account_scopes=["https://www.googleapis.com/auth/cloud-platform"]))
+    assert r["instance"]["serviceAccounts"] == [{"email": "vm@p.iam.gserviceaccount.com",
+                                                 "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
+
+
 def test_instance_on_host_pool_takes_the_test_hosts_address():
     with ComputeApiServer(host_pool=["10.231.7.2"]) as srv:
         r = run_module(gce_instance.main, vm_args(srv))
