@@ -48,6 +48,13 @@ RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 RATE_LIMIT_REASONS = frozenset(("rateLimitExceeded", "userRateLimitExceeded"))
 MIN_BOOT_DISK_GB = 10
 
+# Boot disk types per machine family. G2 (the L4 series): Google's GPU machine types page lists Balanced
+# Persistent Disk (pd-balanced), SSD Persistent Disk (pd-ssd), Hyperdisk ML and Hyperdisk Throughput for G2, and
+# the Hyperdisk Balanced page says "Hyperdisk Balanced and Hyperdisk Balanced High Availability are the only
+# supported Hyperdisk types" for boot disks, which G2 does not offer: a G2 boot disk is pd-balanced or pd-ssd.
+BOOT_DISK_TYPES = {"g2": ("pd-balanced", "pd-ssd")}
+_SUBNETWORK_RE = re.compile(r"(?:^|/)(?:projects/([^/]+)/)?regions/([^/]+)/subnetworks/([^/]+)$")
+
 FIREWALL_PROTOCOLS = ("tcp", "udp", "icmp", "esp", "ah", "sctp", "ipip", "all")
 PORT_PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -162,6 +169,44 @@ def network_path(network):
     if m:
         return m.group(1)
     return "global/networks/%s" % network
+
+
+def subnetwork_path(subnetwork, zone):
+    """The API path of a subnetwork given by name (in the zone's region), path or URL:
+    regions/R/subnetworks/S or projects/P/regions/R/subnetworks/S; None when not given."""
+    if not subnetwork:
+        return None
+    m = _SUBNETWORK_RE.search(subnetwork)
+    if m:
+        return ("projects/%s/" % m.group(1) if m.group(1) else "") + "regions/%s/subnetworks/%s" % m.group(2, 3)
+    return "regions/%s/subnetworks/%s" % (zone_region(zone), subnetwork)
+
+
+def check_subnetwork(subnetwork, zone, name="subnetwork", zone_name="zone"):
+    """A subnetwork must be in the zone's region (a subnetwork is regional)."""
+    if not subnetwork or not zone:
+        return None
+    m = _SUBNETWORK_RE.search(subnetwork)
+    if m is None:
+        if "/" in subnetwork or not _NAME_RE.match(subnetwork):
+            return ("%s %r is neither a subnetwork name nor a regions/REGION/subnetworks/NAME path"
+                    % (name, subnetwork))
+        return None
+    if m.group(2) != zone_region(zone):
+        return ("%s %s is in region %s, but %s %s is in region %s: a VM's subnetwork must be in its zone's region"
+                % (name, subnetwork, m.group(2), zone_name, zone, zone_region(zone)))
+    return None
+
+
+def check_boot_disk_type(machine_type, disk_type, name="boot_disk.type", machine_type_name="machine_type"):
+    """The boot disk type the machine family supports (see BOOT_DISK_TYPES)."""
+    allowed = BOOT_DISK_TYPES.get(machine_family(machine_type) or "")
+    if not allowed or not disk_type or basename(disk_type) in allowed:
+        return None
+    return ("%s %s cannot be the boot disk of %s %s: %s machine types boot from %s only (Google's GPU machine "
+            "types documentation); use %s" % (name, basename(disk_type), machine_type_name, machine_type,
+                                             machine_family(machine_type).upper(), ", ".join(allowed),
+                                             " or ".join(allowed)))
 
 
 def network_id(link, project):
@@ -484,6 +529,13 @@ def instance_problems(p, names=None, creating=True):
             maintenance_name=names("scheduling.on_host_maintenance"),
             image_project_name=names("boot_disk.image_project"),
             restart_name=names("scheduling.automatic_restart"), image_family_name=names("boot_disk.image_family")))
+        err = check_boot_disk_type(p.get("machine_type"), boot.get("type"), names("boot_disk.type"),
+                                   names("machine_type"))
+        if err:
+            errors.append(err)
+        err = check_subnetwork(p.get("subnetwork"), p.get("zone"), names("subnetwork"), names("zone"))
+        if err:
+            errors.append(err)
         if boot.get("size_gb") is not None and boot["size_gb"] < MIN_BOOT_DISK_GB:
             errors.append("%s %s is too small: a boot disk has at least %d GB (the runbook uses 200: vLLM, the "
                           "model cache and CUDA graphs need room)" % (names("boot_disk.size_gb"), boot["size_gb"],
@@ -636,6 +688,7 @@ INSTANCE_OPTIONS = dict(
         automatic_restart=dict(type="bool", default=True),
     )),
     network=dict(type="str", default="default"),
+    subnetwork=dict(type="str"),
     external_ip=dict(type="bool", default=True),
     tags=dict(type="list", elements="str"),
     labels=dict(type="dict"),

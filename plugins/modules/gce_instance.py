@@ -87,7 +87,9 @@ options:
         type: int
         default: 10
       type:
-        description: Disk type, for example V(pd-ssd) or V(pd-balanced).
+        description:
+          - Disk type, for example V(pd-ssd) or V(pd-balanced). G2 machine types boot from V(pd-balanced) or
+            V(pd-ssd) only (Google's GPU machine types documentation); other types are refused before any API call.
         type: str
         default: pd-balanced
       auto_delete:
@@ -110,6 +112,13 @@ options:
     description: VPC network of the first interface (name, or C(global/networks/NAME) path or URL).
     type: str
     default: default
+  subnetwork:
+    description:
+      - Subnetwork of the first interface (used at creation), needed in a custom-mode VPC. A name (in the
+        zone's region), a C(regions/REGION/subnetworks/NAME) path (optionally with C(projects/PROJECT/), for a
+        Shared VPC) or a URL. Its region must be the zone's. Omitted, the API picks the auto-mode network's
+        subnetwork of the region.
+    type: str
   external_ip:
     description: Give the VM an ephemeral external IP (ONE_TO_ONE_NAT access config).
     type: bool
@@ -281,6 +290,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     nat_ip,
     network_path,
     stale_precondition,
+    subnetwork_path,
     vm_service_accounts,
 )
 
@@ -410,6 +420,9 @@ class InstanceManager(object):
             "scheduling": desired_scheduling(p),
             "networkInterfaces": [{"network": network_path(self.p["network"])}],
         }
+        subnetwork = subnetwork_path(p["subnetwork"], zone)
+        if subnetwork:
+            body["networkInterfaces"][0]["subnetwork"] = subnetwork
         if p["external_ip"]:
             body["networkInterfaces"][0]["accessConfigs"] = [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}]
         if p["accelerators"]:

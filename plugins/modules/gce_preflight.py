@@ -121,6 +121,9 @@ options:
         description: VPC network of the first interface (name, or C(global/networks/NAME) path or URL).
         type: str
         default: default
+      subnetwork:
+        description: Subnetwork of the first interface (name in the zone's region, path or URL); its region must be the zone's.
+        type: str
       external_ip:
         description: Give the VM an ephemeral external IP (ONE_TO_ONE_NAT access config).
         type: bool

@@ -85,7 +85,11 @@ MACHINE_TYPES = {
     "g2-standard-96": (96, 393216, ("nvidia-l4", 8)),
     "a3-highgpu-8g": (208, 1916928, ("nvidia-h100-80gb", 8)),
 }
-DISK_TYPES = ("pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced")
+DISK_TYPES = ("pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced", "hyperdisk-ml",
+              "hyperdisk-throughput")
+# G2 (L4) instances: Balanced and SSD Persistent Disk, Hyperdisk ML and Hyperdisk Throughput; only the first two
+# can boot (Hyperdisk Balanced, the bootable Hyperdisk, is not offered on G2). See gce_rules.G2_BOOT_DISK_TYPES.
+G2_BOOT_DISK_TYPES = ("pd-balanced", "pd-ssd")
 # project -> [(name, family, created, deprecated-state or None, diskSizeGb)]
 IMAGES = {
     "ubuntu-os-accelerator-images": [
@@ -759,10 +763,55 @@ class ComputeApi(object):
         proj = self.state.project(project)
         if name not in proj["networks"]:
             return None
+        custom = proj["networks"][name] is not None
         return {"kind": "compute#network", "id": _id(project + name), "name": name,
-                "autoCreateSubnetworks": True, "routingConfig": {"routingMode": "REGIONAL"},
+                "autoCreateSubnetworks": not custom, "routingConfig": {"routingMode": "REGIONAL"},
                 "selfLink": self.link("projects", project, "global", "networks", name),
                 "creationTimestamp": "2026-01-01T00:00:00.000-08:00"}
+
+    def add_network(self, project, name, subnets=None):
+        """A VPC network: subnets None = auto mode (a subnetwork NAME in every region), else custom mode with
+        {region: [subnetwork names]}."""
+        with self.lock:
+            self.state.project(project)["networks"][name] = None if subnets is None else {
+                "subnets": {r: list(n) for r, n in subnets.items()}}
+            self.save()
+
+    def _subnetworks(self, project, network, region):
+        conf = self.state.project(project)["networks"].get(network, "missing")
+        if conf == "missing":
+            return []
+        if conf is None:
+            return [network]
+        return list(conf["subnets"].get(region, []))
+
+    def _resolve_subnetwork(self, project, zone, network_link, value, where):
+        """The subnetwork link of a NIC: URL forms only (regions/R/subnetworks/S, optionally projects/P/ or a
+        full URL); in the zone's region; of the NIC's network. Custom-mode networks need one."""
+        region = zone.rsplit("-", 1)[0]
+        net_project, net_name = re.search(r"projects/([^/]+)/global/networks/([^/]+)$", network_link).groups()
+        if not value:
+            if self._network(net_project, net_name)["autoCreateSubnetworks"]:
+                return self.link("projects", net_project, "regions", region, "subnetworks", net_name), net_name
+            raise bad("Invalid value for field 'resource.networkInterfaces[0]': ''. Subnetwork should be specified "
+                      "for custom subnetmode network")
+        m = re.search(r"(?:^|/)(?:projects/([^/]+)/)?regions/([^/]+)/subnetworks/([^/]+)$", value)
+        if not m:
+            raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where, value))
+        sub_project, sub_region, sub_name = m.group(1) or project, m.group(2), m.group(3)
+        if sub_region != region:
+            raise bad("Invalid value for field '%s': '%s'. Subnetwork must be in region %s of zone %s."
+                      % (where, value, region, zone))
+        found = [n for n in self._network_names(sub_project) if sub_name in self._subnetworks(sub_project, n, region)]
+        if not found:
+            raise not_found("projects/%s/regions/%s/subnetworks/%s" % (sub_project, region, sub_name))
+        if network_link and found[0] != net_name:
+            raise bad("Invalid value for field '%s': '%s'. Subnetwork does not belong to network %s."
+                      % (where, value, net_name))
+        return self.link("projects", sub_project, "regions", region, "subnetworks", sub_name), found[0]
+
+    def _network_names(self, project):
+        return sorted(self.state.project(project)["networks"])
 
     def m_networks_get(self, p, q, body):
         net = self._network(p["project"], p["network"])
@@ -1017,7 +1066,8 @@ class ComputeApi(object):
 
     def _zone_ref(self, project, zone, value, collection, where):
         """The name of a zonal resource given as a name, a partial URL or a full URL (in this zone)."""
-        m = re.search(r"(?:^|/)(?:(?:projects/([^/]+)/)?zones/([^/]+)/%s/)?([^/]+)$" % collection, value or "")
+        # a bare name is not a URL: the real API answers 400 "The URL is malformed"
+        m = re.search(r"(?:^|/)(?:projects/([^/]+)/)?zones/([^/]+)/%s/([^/]+)$" % collection, value or "")
         if not value or not m:
             raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where, value))
         if m.group(2) and m.group(2) != zone:
@@ -1101,9 +1151,27 @@ class ComputeApi(object):
         if disk_type not in DISK_TYPES:
             raise bad("Invalid value for field 'resource.disks[0].initializeParams.diskType': '%s'. Disk type "
                       "'%s' does not exist in zone %s." % (init.get("diskType"), disk_type, zone))
+        if mt_name.startswith("g2-") and disk_type not in G2_BOOT_DISK_TYPES:
+            raise bad("Invalid value for field 'resource.disks[0].initializeParams.diskType': '%s'. %s disk type "
+                      "cannot be used as the boot disk of machine type %s (G2 boot disks: %s)."
+                      % (init.get("diskType"), disk_type, mt_name, ", ".join(G2_BOOT_DISK_TYPES)))
         nics_in = body.get("networkInterfaces") or [{}]
         nic_in = nics_in[0]
+        where_sub = "resource.networkInterfaces[0].subnetwork"
+        if nic_in.get("subnetwork") and not nic_in.get("network"):  # the API takes the subnetwork's network
+            m_sub = re.search(r"(?:^|/)(?:projects/([^/]+)/)?regions/[^/]+/subnetworks/([^/]+)$", nic_in["subnetwork"])
+            if not m_sub:
+                raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where_sub, nic_in["subnetwork"]))
+            owners = [n for n in self._network_names(m_sub.group(1) or project)
+                      if m_sub.group(2) in self._subnetworks(m_sub.group(1) or project, n, zone.rsplit("-", 1)[0])]
+            if not owners:
+                raise not_found("projects/%s/regions/%s/subnetworks/%s" % (m_sub.group(1) or project,
+                                                                             zone.rsplit("-", 1)[0], m_sub.group(2)))
+            nic_in = dict(nic_in, network="projects/%s/global/networks/%s" % (m_sub.group(1) or project, owners[0]))
         network = self._resolve_network(project, nic_in.get("network"), "resource.networkInterfaces[0].network")
+        subnetwork = self._resolve_subnetwork(project, zone, network, nic_in.get("subnetwork"), where_sub)
+        if isinstance(subnetwork, tuple):
+            subnetwork = subnetwork[0]
         wants_external = bool(nic_in.get("accessConfigs"))
         internal, nat = self._allocate(wants_external)
         pool_error = None
@@ -1114,7 +1182,7 @@ class ComputeApi(object):
                                      "hosts with POST /_admin/host-pool" % ", ".join(self.host_pool)}
         region = zone.rsplit("-", 1)[0]
         nic = {"kind": "compute#networkInterface", "name": "nic0", "network": network,
-               "subnetwork": self.link("projects", project, "regions", region, "subnetworks", basename(network)),
+               "subnetwork": subnetwork,
                "networkIP": internal, "stackType": "IPV4_ONLY", "fingerprint": fingerprint([name, internal])}
         if wants_external:
             ac = dict(nic_in["accessConfigs"][0])

@@ -243,6 +243,35 @@ def test_instance_service_account_none_explicitly_and_a_named_one(server):
                                                  "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
 
 
+def test_instance_in_a_custom_mode_vpc_needs_and_takes_a_subnetwork(server):
+    server.api.add_network(PROJECT, "ml-vpc", {"asia-northeast3": ["ml-subnet"]})
+    r = run_module(gce_instance.main, vm_args(server, network="ml-vpc"))
+    assert r["failed"] and "Subnetwork should be specified" in r["msg"], r["msg"]  # the API's own answer
+    r = run_module(gce_instance.main, vm_args(server, network="ml-vpc", subnetwork="ml-subnet"))
+    assert not r.get("failed"), r["msg"]
+    nic = r["instance"]["networkInterfaces"][0]
+    assert nic["subnetwork"].endswith("/projects/%s/regions/asia-northeast3/subnetworks/ml-subnet" % PROJECT)
+    assert nic["network"].endswith("/global/networks/ml-vpc")
+    r = run_module(gce_instance.main, vm_args(server, name="by-url", network="ml-vpc",
+                                              subnetwork="projects/%s/regions/asia-northeast3/subnetworks/ml-subnet"
+                                              % PROJECT))
+    assert not r.get("failed"), r["msg"]
+
+
+def test_instance_subnetwork_of_another_region_fails_before_any_call(server):
+    r = run_module(gce_instance.main, vm_args(server, subnetwork="regions/us-central1/subnetworks/x"))
+    assert r["failed"] and "subnetwork" in r["msg"] and "asia-northeast3" in r["msg"], r["msg"]
+    assert server.requests() == []
+
+
+@pytest.mark.parametrize("disk_type", ["pd-standard", "pd-extreme", "hyperdisk-balanced", "hyperdisk-ml"])
+def test_instance_g2_boot_disk_type_is_checked_before_any_call(server, disk_type):
+    boot = {"image_family": FAMILY, "image_project": "ubuntu-os-accelerator-images", "size_gb": 200, "type": disk_type}
+    r = run_module(gce_instance.main, vm_args(server, boot_disk=boot))
+    assert r["failed"] and "boot_disk.type" in r["msg"] and "pd-balanced" in r["msg"] and "pd-ssd" in r["msg"], r
+    assert server.requests() == []
+
+
 def test_instance_on_host_pool_takes_the_test_hosts_address():
     with ComputeApiServer(host_pool=["10.231.7.2"]) as srv:
         r = run_module(gce_instance.main, vm_args(srv))
