@@ -114,6 +114,52 @@ def vm_service_accounts(email=None, scopes=None):
     return [{"email": email or "default", "scopes": list(scopes or GCLOUD_DEFAULT_VM_SCOPES)}]
 
 
+SSH_KEYS_KEY = "ssh-keys"
+# the ssh-keys lines this collection added, so that a later run removes only those (the keys are public)
+MANAGED_SSH_KEYS_KEY = "llmops-gce-vllm-ssh-keys"
+OS_LOGIN_KEY = "enable-oslogin"
+
+
+def ssh_key_lines(value):
+    """The USER:KEY lines of an ssh-keys metadata value (blank lines dropped, order kept)."""
+    return [line.strip() for line in str(value or "").splitlines() if line.strip()]
+
+
+def merge_ssh_keys(current, ours, ours_before=None):
+    """The ssh-keys value with our lines added and the other users' kept: one value holds many USER:KEY lines,
+    which gcloud compute ssh and other users add to; only the lines that we added before (ours_before) and no
+    longer want are removed."""
+    want = ssh_key_lines(ours)
+    before = set(ssh_key_lines(ours_before))
+    lines = [line for line in ssh_key_lines(current) if line not in before or line in want]
+    lines.extend(line for line in want if line not in lines)
+    return "\n".join(lines)
+
+
+def _flag(value):
+    if value is None:
+        return None
+    return str(value).strip().lower() in ("true", "1", "yes", "y")
+
+
+def os_login_enabled(instance_metadata=None, project_metadata=None):
+    """Whether OS Login is on for a VM (instance metadata enable-oslogin overrides the project's, which an
+    organization policy often forces). With it on, the ssh-keys metadata is ignored."""
+    for metadata in (instance_metadata or {}, project_metadata or {}):
+        flag = _flag(metadata.get(OS_LOGIN_KEY))
+        if flag is not None:
+            return flag
+    return False
+
+
+OS_LOGIN_HINT = ("OS Login is on (%s metadata enable-oslogin=TRUE, often forced by the organization policy "
+                 "compute.requireOsLogin): the VM ignores the ssh-keys metadata, so Ansible cannot log in with that "
+                 "key. Use OS Login: grant the controller's account roles/compute.osAdminLogin (or osLogin) on the "
+                 "VM or project, add its key with 'gcloud compute os-login ssh-keys add --key-file KEY.pub', and log "
+                 "in as its POSIX user name ('gcloud compute os-login describe-profile'; for a service account "
+                 "sa_<uniqueId>); see docs/real-gcp.md")
+
+
 def stale_precondition(status, reason=None):
     """A write refused because what it was based on changed: 412 conditionNotMet (a stale fingerprint) or
     resourceNotReady. The rule: re-read the resource and re-apply, once."""

@@ -133,6 +133,11 @@ options:
   metadata:
     description:
       - Metadata items. The keys given are set to the values given; other keys already on the instance are kept.
+      - C(ssh-keys) is merged, not replaced; it holds many C(USER:KEY) lines, which C(gcloud compute ssh) and other
+        users add to. The lines given are added, the other lines kept, and only the lines this module added
+        before (recorded in the key C(llmops-gce-vllm-ssh-keys)) and no longer given are removed.
+      - With OS Login on (C(enable-oslogin=TRUE) in the project's or the instance's metadata) the VM ignores
+        C(ssh-keys); see RV(os_login).
     type: dict
   service_account_email:
     description:
@@ -204,6 +209,13 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+os_login:
+  description:
+    - Whether OS Login is on for the VM (C(enable-oslogin) in the instance's or the project's metadata). Then
+      the VM ignores the C(ssh-keys) metadata; a warning names the OS Login path (role, key, user).
+  returned: when O(metadata) has C(ssh-keys) and O(state) is not V(absent)
+  type: bool
+  sample: false
 name:
   description: Name of the instance.
   returned: always
@@ -289,6 +301,12 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     internal_ip,
     nat_ip,
     network_path,
+    MANAGED_SSH_KEYS_KEY,
+    OS_LOGIN_HINT,
+    SSH_KEYS_KEY,
+    merge_ssh_keys,
+    os_login_enabled,
+    ssh_key_lines,
     stale_precondition,
     subnetwork_path,
     vm_service_accounts,
@@ -313,6 +331,21 @@ def desired_scheduling(p):
 
 def metadata_dict(inst):
     return dict((i.get("key"), i.get("value")) for i in ((inst.get("metadata") or {}).get("items") or []))
+
+
+def desired_metadata(given, current=None):
+    """The metadata items wanted: the keys given set, other keys kept; ssh-keys merged (ours added, the other
+    users' lines kept, only the lines we added before and no longer want removed; ours recorded in
+    MANAGED_SSH_KEYS_KEY)."""
+    current = dict(current or {})
+    want = dict(current)
+    for key, value in given.items():
+        if key == SSH_KEYS_KEY:
+            want[key] = merge_ssh_keys(current.get(key), value, current.get(MANAGED_SSH_KEYS_KEY))
+            want[MANAGED_SSH_KEYS_KEY] = "\n".join(ssh_key_lines(value))
+        else:
+            want[key] = str(value)
+    return want
 
 
 def addresses(inst):
@@ -435,7 +468,7 @@ class InstanceManager(object):
         if p["labels"]:
             body["labels"] = dict((k, str(v)) for k, v in p["labels"].items())
         if p["metadata"]:
-            body["metadata"] = {"items": [{"key": k, "value": str(v)} for k, v in p["metadata"].items()]}
+            body["metadata"] = {"items": [{"key": k, "value": v} for k, v in desired_metadata(p["metadata"]).items()]}
         accounts = vm_service_accounts(p["service_account_email"], p["service_account_scopes"])
         if accounts:
             body["serviceAccounts"] = accounts
@@ -484,8 +517,7 @@ class InstanceManager(object):
         if p["metadata"]:
             def metadata_body(i):
                 current = metadata_dict(i)
-                want = dict(current)
-                want.update((k, str(v)) for k, v in p["metadata"].items())
+                want = desired_metadata(p["metadata"], current)
                 if want == current:
                     return None
                 return {"items": [{"key": k, "value": v} for k, v in want.items()],
@@ -529,6 +561,20 @@ class InstanceManager(object):
                                 % (bool(addresses(inst)[1]), bool(p["external_ip"])))
         for item in self.pending:
             self.module.warn("instance %s: %s" % (p["name"], item))
+
+    def os_login(self, inst):
+        """Whether OS Login is on for the VM (then ssh-keys is ignored): warns with the OS Login path."""
+        wanted = dict((k, str(v)) for k, v in (self.p["metadata"] or {}).items())
+        instance_md = dict(metadata_dict(inst or {}))
+        instance_md.update(wanted)
+        project = self.client.get(self.client.project_path()) or {}
+        project_md = dict((i.get("key"), i.get("value"))
+                          for i in (project.get("commonInstanceMetadata") or {}).get("items") or [])
+        on = os_login_enabled(instance_md, project_md)
+        if on:
+            where = "instance" if "enable-oslogin" in instance_md else "project"
+            self.module.warn("instance %s: %s" % (self.p["name"], OS_LOGIN_HINT % where))
+        return on
 
     def apply_scheduling(self, status):
         """setScheduling on the TERMINATED VM, stopping it first when sched_stop (and starting it again after
@@ -648,6 +694,8 @@ def main():
     )
     if manager.image:
         result["image"] = manager.image
+    if p["state"] != "absent" and SSH_KEYS_KEY in (p["metadata"] or {}):
+        result["os_login"] = manager.os_login(inst)
     if inst:
         result.update(self_link=inst.get("selfLink"), id=inst.get("id"),
                       machine_type=basename(inst.get("machineType")), instance=inst)

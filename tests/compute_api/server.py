@@ -1396,6 +1396,22 @@ class ComputeApi(object):
         return self._new_operation(p["project"], "setMachineType", inst["selfLink"], p["zone"],
                                    request_id=q.get("requestId"))
 
+    def set_project_metadata(self, project, items):
+        """Project-wide metadata (commonInstanceMetadata), e.g. {"enable-oslogin": "TRUE"} as an org policy sets it."""
+        with self.lock:
+            proj = self.state.project(project)
+            proj["metadata"] = [{"key": k, "value": v} for k, v in items.items()]
+            self.save()
+
+    def m_projects_get(self, p, q, body):
+        proj = self.state.project(p["project"])
+        items = list(proj.get("metadata") or [])
+        return {"kind": "compute#project", "id": self.project_number(p["project"]), "name": p["project"],
+                "selfLink": self.link("projects", p["project"]),
+                "commonInstanceMetadata": {"kind": "compute#metadata", "items": items,
+                                           "fingerprint": fingerprint(items)},
+                "defaultServiceAccount": "%s-compute@developer.gserviceaccount.com" % self.project_number(p["project"])}
+
     def m_disks_get(self, p, q, body):
         disk = self.state.project(p["project"])["disks"].get(p["zone"], {}).get(p["disk"])
         if disk is None:

@@ -290,7 +290,8 @@ def test_instance_drift_updated_with_set_methods(server):
     inst = server.api.dump()["projects"][PROJECT]["instances"][ZONE]["ai-server-l4"]
     assert inst["tags"]["items"] == ["ai-server"]
     assert inst["labels"] == {"app": "vllm", "team": "ml"}
-    assert {i["key"] for i in inst["metadata"]["items"]} == {"ssh-keys", "startup-note"}  # merged
+    assert {i["key"] for i in inst["metadata"]["items"]} == {"ssh-keys", "llmops-gce-vllm-ssh-keys",
+                                                             "startup-note"}  # merged
     assert r["diff"]["before"]["tags"] == ["ai-server", "monitoring"] and r["diff"]["after"]["tags"] == ["ai-server"]
 
 
@@ -319,6 +320,45 @@ def test_instance_412_twice_fails_clearly(server):
 
 def _sched(server):
     return server.api.dump()["projects"][PROJECT]["instances"][ZONE]["ai-server-l4"]["scheduling"]
+
+
+def _ssh_lines(server):
+    inst = server.api.dump()["projects"][PROJECT]["instances"][ZONE]["ai-server-l4"]
+    value = dict((i["key"], i["value"]) for i in inst["metadata"]["items"]).get("ssh-keys", "")
+    return [line for line in value.splitlines() if line.strip()]
+
+
+def test_instance_ssh_keys_are_merged_keeping_other_users_keys(server):
+    ours = "ansible:ssh-ed25519 AAAAC3Nz test"
+    run_module(gce_instance.main, vm_args(server))
+    # gcloud compute ssh and a colleague add their keys to the same metadata value
+    inst = server.api.state.projects[PROJECT]["instances"][ZONE]["ai-server-l4"]
+    theirs = ["alice:ssh-rsa AAAAB3Nz alice@laptop",
+              'bob:ecdsa-sha2-nistp256 AAAAE2Vj google-ssh {"userName":"bob@example.com","expireOn":"2030-01-01"}']
+    for item in inst["metadata"]["items"]:
+        if item["key"] == "ssh-keys":
+            item["value"] = "\n".join([theirs[0], ours, theirs[1]])
+    r = run_module(gce_instance.main, vm_args(server))
+    assert not r["changed"], r["actions"]  # our key is there: nothing to do, theirs untouched
+    assert _ssh_lines(server) == [theirs[0], ours, theirs[1]]
+    # our key changes: the old one goes (we added it), theirs stay, the new one is added
+    new = "ansible:ssh-ed25519 AAAAC3Nz rotated"
+    r = run_module(gce_instance.main, vm_args(server, metadata={"ssh-keys": new}))
+    assert r["changed"] and r["actions"] == ["setMetadata"], r
+    assert _ssh_lines(server) == [theirs[0], theirs[1], new]
+
+
+def test_instance_os_login_is_detected_and_reported(server):
+    server.api.set_project_metadata(PROJECT, {"enable-oslogin": "TRUE"})
+    r = run_module(gce_instance.main, vm_args(server))
+    assert not r.get("failed"), r["msg"]
+    assert r["os_login"] is True
+    assert any("OS Login" in w and "ssh-keys" in w and "roles/compute.osAdminLogin" in w for w in r["warning_msgs"]), \
+        r["warning_msgs"]
+    # the instance can turn it off again
+    r = run_module(gce_instance.main, vm_args(server, metadata={"ssh-keys": "ansible:ssh-ed25519 AAAAC3Nz test",
+                                                               "enable-oslogin": "FALSE"}))
+    assert r["os_login"] is False and not any("OS Login" in w for w in r["warning_msgs"])
 
 
 def test_instance_scheduling_drift_on_a_running_vm_is_reported_not_sent(server):
