@@ -68,7 +68,10 @@ options:
   filters:
     description:
       - Compute API filter expressions (the C(filter) parameter of C(instances.aggregatedList)),
-        for example C(labels.app = vllm) or C(name = "ai-*"). Several are combined with C(AND).
+        for example C(labels.app = vllm) or C(name = "ai-*"). Several are sent as the API documents (and
+        C(google.cloud.gcp_compute) does), each in parentheses, the groups side by side with a space between them (all must match).
+      - "Regular-expression C(eq)/C(ne) expressions cannot be mixed with C(=), C(!=), C(:), C(>) or C(<) ones (the
+        API refuses it); such a list is refused before any API call."
       - A syntax error is reported with the API's own message.
     type: list
     elements: str
@@ -247,6 +250,8 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     READONLY_SCOPES as _DEFAULT_SCOPES,
     basename as _basename,
     check_api_endpoint,
+    filter_problems,
+    join_filters,
     nat_ip,
     zone_region,
 )
@@ -394,10 +399,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if err:
                 self._fail(err)
         filters = [str(f).strip() for f in self.get_option("filters") or [] if f and f.strip()]
-        if len(filters) > 1:
-            filter_expr = " AND ".join("(%s)" % f for f in filters)
-        else:
-            filter_expr = filters[0] if filters else None
+        for err in filter_problems(filters):
+            self._fail(err)
+        filter_expr = join_filters(filters)
         page_size = self.get_option("page_size")
         if not 1 <= page_size <= 500:
             self._fail("option 'page_size' is %s: the Compute API accepts 1 to 500" % page_size)

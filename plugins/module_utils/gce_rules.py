@@ -160,6 +160,53 @@ OS_LOGIN_HINT = ("OS Login is on (%s metadata enable-oslogin=TRUE, often forced 
                  "sa_<uniqueId>); see docs/real-gcp.md")
 
 
+_FILTER_OP_RE = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\w.])(eq|ne)(?![\w.])|(!=|=|:|>|<)')
+
+
+def _one_group(expr):
+    """Whether expr is one parenthesized group: (a OR b), not (a) OR (b)."""
+    if not (expr.startswith("(") and expr.endswith(")")):
+        return False
+    depth = 0
+    quoted = False
+    for i, ch in enumerate(expr):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+            if depth == 0 and i != len(expr) - 1:
+                return False
+    return True
+
+
+def join_filters(filters):
+    """The API's filter parameter for several filter expressions, in the API's documented form (and
+    google.cloud.gcp_compute's): one expression as it is; several, each as a parenthesized group,
+    juxtaposed: "(a) (b)" (each group is ANDed)."""
+    filters = [str(f).strip() for f in filters or [] if f is not None and str(f).strip()]
+    if len(filters) <= 1:
+        return filters[0] if filters else None
+    return " ".join(f if _one_group(f) else "(%s)" % f for f in filters)
+
+
+def filter_problems(filters, name="option 'filters'"):
+    """The API refuses a filter mixing regular-expression eq/ne expressions with =, !=, :, > or <."""
+    regex, other = set(), set()
+    for expr in filters or []:
+        for m in _FILTER_OP_RE.finditer(str(expr)):
+            if m.group(1):
+                regex.add(m.group(1))
+            elif m.group(2):
+                other.add(m.group(2))
+    if regex and other:
+        return ["%s mixes regular-expression %s with %s: eq/ne expressions cannot be mixed with =, !=, :, > "
+                "or < ones in one Compute API filter; write all of them with eq/ne (e.g. 'labels.app eq vllm') or none"
+                % (name, "/".join(sorted(regex)), ", ".join(sorted(other)))]
+    return []
+
+
 def stale_precondition(status, reason=None):
     """A write refused because what it was based on changed: 412 conditionNotMet (a stale fingerprint) or
     resourceNotReady. The rule: re-read the resource and re-apply, once."""

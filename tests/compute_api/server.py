@@ -204,6 +204,11 @@ def parse_filter(text):
                 value = value[1:-1].replace('\\"', '"')
             tokens.append(("cmp", m.group(4), m.group(5).strip(), value))
     tokens.append(("END",))
+    ops = {tok[2] for tok in tokens if tok[0] == "cmp"}
+    if ops & {"eq", "ne"} and ops & {"=", "!=", ":", ">", "<"}:
+        # the API: regular-expression (eq/ne) expressions cannot be combined with the other operators
+        raise bad("Invalid value for field 'filter': '%s'. Invalid list filter expression: eq/ne expressions "
+                  "cannot be mixed with =, !=, :, > or < expressions." % text)
     idx = [0]
 
     def peek():

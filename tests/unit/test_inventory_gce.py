@@ -384,6 +384,32 @@ def test_rate_limits_and_outages_are_retried(tmp_path, fleet):
     assert [r["status"] for r in fleet.requests(r"/aggregated/")] == [429, 503, 200]
 
 
+def _sent_filter(fleet):
+    from urllib.parse import parse_qs
+    return [parse_qs(r["query"]).get("filter", [None])[0] for r in fleet.requests(r"/aggregated/")]
+
+
+def test_several_filters_are_juxtaposed_parenthesized_groups_like_google_cloud(tmp_path, fleet):
+    filters = ["status = RUNNING OR status = TERMINATED", "(labels.app = vllm)", "name = vm-1"]
+    inv = parse(write_config(tmp_path, fleet, filters=filters), cache=False)
+    assert _sent_filter(fleet) == ["(status = RUNNING OR status = TERMINATED) (labels.app = vllm) (name = vm-1)"]
+    assert sorted(inv.hosts) == ["vm-1"]
+    fleet.clear_requests()
+    parse(write_config(tmp_path, fleet, filters=["labels.app = vllm"]), cache=False)
+    assert _sent_filter(fleet) == ["labels.app = vllm"]  # one filter goes as it is
+
+
+def test_regex_filters_mixed_with_comparisons_fail_before_any_call(tmp_path, fleet):
+    path = write_config(tmp_path, fleet, filters=["name eq vm-.*", "labels.app = vllm"])
+    with pytest.raises(AnsibleError) as err:
+        parse(path, cache=False)
+    text = str(err.value)
+    assert "filters" in text and "eq" in text and "cannot be mixed" in text, text
+    assert total_calls(fleet) == 0
+    inv = parse(write_config(tmp_path, fleet, filters=["name eq vm-.*", "labels.app eq vllm"]), cache=False)
+    assert sorted(inv.hosts) == ["vm-1"]
+
+
 def test_403_rate_limits_are_retried_and_never_blamed_on_iam(tmp_path, fleet):
     fleet.add_faults({"kind": "status", "status": 403, "reason": "rateLimitExceeded", "count": 2,
                       "path": "/aggregated/"})
