@@ -1041,12 +1041,11 @@ class ComputeApi(object):
         items = {}
         for inst in page.pop("items"):
             items.setdefault("zones/" + basename(inst["zone"]), {"instances": []})["instances"].append(inst)
-        if q.get("includeAllScopes") == "true" or not page.get("nextPageToken"):
-            for zone in ZONES:
-                items.setdefault("zones/" + zone, {"warning": {
-                    "code": "NO_RESULTS_ON_PAGE",
-                    "message": "There are no results for scope 'zones/%s' on this page." % zone,
-                    "data": [{"key": "scope", "value": "zones/%s" % zone}]}})
+        for zone in ZONES:  # every page names every scope; those without results on it carry the warning
+            items.setdefault("zones/" + zone, {"warning": {
+                "code": "NO_RESULTS_ON_PAGE",
+                "message": "There are no results for scope 'zones/%s' on this page." % zone,
+                "data": [{"key": "scope", "value": "zones/%s" % zone}]}})
         page["items"] = items
         return page
 

@@ -14,7 +14,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.compute_api.server import ComputeApiServer, parse_filter  # noqa: E402
+from tests.compute_api.server import ApiError, ComputeApiServer, parse_filter  # noqa: E402
 
 PROJECT = "llmops-demo"
 ZONE = "asia-northeast3-a"
@@ -280,7 +280,9 @@ def test_filter_subset():
     assert parse_filter('(status = RUNNING) (labels.env = "prod")')(inst)
     assert not parse_filter('status != RUNNING')(inst)
     assert parse_filter('name = vm-0000*')(inst)
-    assert parse_filter('tags.items = ai-server AND name eq "vm-\\d+"')(inst)
+    assert parse_filter('tags.items eq ai-server AND name eq "vm-\\d+"')(inst)
+    with pytest.raises(ApiError):  # the real API cannot mix regular expressions with = expressions
+        parse_filter('tags.items = ai-server AND name eq "vm-\\d+"')
     assert parse_filter('(labels.env = dev) OR (labels.env = prod)')(inst)
     assert not parse_filter('labels.env = dev')(inst)
     with pytest.raises(Exception):
@@ -321,3 +323,73 @@ def test_cli_port_file_state_file_and_sigterm(tmp_path):
         out, _err = proc.communicate(timeout=10)
     assert proc.returncode == 0, out
     assert "vm-1" in json.loads(state.read_text())["projects"][PROJECT]["instances"][ZONE]
+
+
+# ------------------------------------------------------------------------------ as strict as the real API (issue 10)
+@pytest.mark.parametrize("field,value", [
+    ("machineType", "g2-standard-4"),
+    ("guestAccelerators", [{"acceleratorType": "nvidia-l4", "acceleratorCount": 1}]),
+])
+def test_bare_names_in_url_fields_are_malformed(api, field, value):
+    err = error_of(api("POST", "projects/%s/zones/%s/instances" % (PROJECT, ZONE), vm(**{field: value})), 400)
+    assert "The URL is malformed" in err["message"], err
+
+
+def test_bare_disk_type_is_malformed(api):
+    body = vm()
+    body["disks"][0]["initializeParams"]["diskType"] = "pd-ssd"
+    err = error_of(api("POST", "projects/%s/zones/%s/instances" % (PROJECT, ZONE), body), 400)
+    assert "The URL is malformed" in err["message"], err
+
+
+def test_set_scheduling_only_on_terminated_instances(api):
+    api("POST", "projects/%s/zones/%s/instances" % (PROJECT, ZONE), vm())
+    api.srv.api.settle()
+    path = "projects/%s/zones/%s/instances/vm-1" % (PROJECT, ZONE)
+    with api.srv.api.lock:
+        api.srv.api.state.projects[PROJECT]["instances"][ZONE]["vm-1"]["status"] = "RUNNING"
+    err = error_of(api("POST", path + "/setScheduling", {"automaticRestart": False}), 400)
+    assert "TERMINATED" in err["message"]
+    with api.srv.api.lock:
+        api.srv.api.state.projects[PROJECT]["instances"][ZONE]["vm-1"]["status"] = "TERMINATED"
+    assert api("POST", path + "/setScheduling", {"automaticRestart": False}).status_code == 200
+
+
+def test_rate_limits_come_as_403_too(api):
+    api.srv.add_faults({"kind": "status", "status": 403, "reason": "rateLimitExceeded", "count": 1})
+    err = error_of(api("GET", "projects/%s/zones/%s" % (PROJECT, ZONE)), 403)
+    assert err["errors"][0]["reason"] == "rateLimitExceeded" and "Quota exceeded" in err["message"]
+
+
+def test_wait_long_polls_and_sometimes_answers_early(api):
+    a = api.srv.api
+    saved = (a.clock_scale, a.wait_early_every, a.wait_hold)
+    a.clock_scale, a.wait_early_every, a.wait_hold = 100.0, 2, 120.0
+    a._waits = 0
+    try:
+        api.srv.add_faults({"kind": "slow_operation", "seconds": 10 ** 6, "operation_type": "insert"})
+        op = api("POST", "projects/%s/global/firewalls" % PROJECT, fw()).json()
+        path = "projects/%s/global/operations/%s/wait" % (PROJECT, op["name"])
+        t0 = time.monotonic()
+        first = api("POST", path).json()  # held for the 120 API seconds (1.2 real ones), then not DONE
+        held = time.monotonic() - t0
+        t0 = time.monotonic()
+        second = api("POST", path).json()  # the 2nd wait answers at once
+        early = time.monotonic() - t0
+    finally:
+        a.clock_scale, a.wait_early_every, a.wait_hold = saved
+    assert first["status"] == "RUNNING" and held >= 1.1, (first["status"], held)
+    assert second["status"] == "RUNNING" and early < 0.5, (second["status"], early)
+
+
+def test_no_results_on_page_warning_is_per_page(api):
+    a = api.srv.api
+    a.seed(4, project=PROJECT, zones=2)  # 2 instances in each of 2 zones
+    zones = sorted({"zones/" + z for z in a.state.projects[PROJECT]["instances"]})
+    first = api("GET", "projects/%s/aggregated/instances" % PROJECT, params={"maxResults": 2}).json()
+    assert first.get("nextPageToken")
+    with_items = [s for s, v in first["items"].items() if v.get("instances")]
+    assert with_items == [zones[0]]
+    # every other scope has no result on this page, and says so on this page
+    assert first["items"][zones[1]]["warning"]["code"] == "NO_RESULTS_ON_PAGE"
+    assert all(v["warning"]["code"] == "NO_RESULTS_ON_PAGE" for s, v in first["items"].items() if s != zones[0])
