@@ -21,18 +21,21 @@ description:
     C(label_env_prod), C(zone_asia_northeast3_a), C(region_asia_northeast3), C(status_running),
     C(machine_type_g2_standard_4) and C(gpu_nvidia_l4). Names are sanitized (C(-) becomes C(_)).
   - Every host gets these variables, all prefixed C(gce_) so that they never collide with role variables
-    C(gce_name), C(gce_id), C(gce_project), C(gce_zone), C(gce_region), C(gce_status),
+    C(gce_name), C(gce_hostname) (the instance's custom C(hostname), or null), C(gce_id), C(gce_project), C(gce_zone), C(gce_region), C(gce_status),
     C(gce_machine_type), C(gce_gpus) (a list of C({type, count})), C(gce_labels), C(gce_tags),
     C(gce_private_ip) (C(networkInterfaces[0].networkIP)), C(gce_public_ip)
     (C(networkInterfaces[0].accessConfigs[0].natIP), or null), C(gce_network), C(gce_self_link),
     C(gce_creation_timestamp), C(gce_metadata) (only the keys listed in O(metadata_keys)),
     and C(ansible_host) (see O(address_preference)).
+  - A O(keyed_groups) entry whose key resolves on no host gets a warning (a google.cloud.gcp_compute file's
+    keys on the instance's own fields need O(google_cloud_compat)).
   - O(keyed_groups), O(groups) and O(compose) work as in every constructed inventory, for your own
     extra groups and variables, and are only run when set. Their expressions see the host's variables
     with C(inventory_hostname) and C(group_names) (the built-in groups). An expression that is just a
     variable path (C(gce_zone), C(gce_labels.team)) or a quoted string is resolved without Jinja2; any
     other expression costs a template compilation per host (about 0.5 ms in ansible-core 2.21).
-  - The inventory file name must end in C(gce.yml) or C(gce.yaml), for example C(prod.gce.yml).
+  - The inventory file name must end in C(gce.yml) or C(gce.yaml), for example C(prod.gce.yml), or in
+    C(gcp.yml)/C(gcp.yaml) (google.cloud.gcp_compute's names, which turn O(google_cloud_compat) on).
   - Uses the collection's Compute API client (google-auth + requests), with retries on 429/5xx and on 403
     rateLimitExceeded/userRateLimitExceeded.
 author:
@@ -87,7 +90,8 @@ options:
     description:
       - How to name each host (its C(inventory_hostname)), as a preference list; the first entry that
         gives a non-empty value wins.
-      - C(name) (the instance name), C(public_ip), C(private_ip), C(labels.KEY) (the value of label KEY),
+      - C(name) (the instance name), C(hostname) (the instance's custom C(hostname) field, unset on most
+        instances), C(public_ip), C(private_ip), C(labels.KEY) (the value of label KEY),
         or any other string, which is a Jinja2 expression over the host's C(gce_*) variables
         (for example C(gce_name ~ '.' ~ gce_zone)); expressions cost a template evaluation per host.
       - When two instances get the same name (the same instance name in two zones or projects), the
@@ -124,6 +128,19 @@ options:
     type: list
     elements: str
     default: []
+  google_cloud_compat:
+    description:
+      - Read an inventory file written for C(google.cloud.gcp_compute) as that plugin does, with only its
+        C(plugin) line changed. The hosts also get the instance's own fields as C(google.cloud) exposes them
+        (C(name), C(zone) and C(machineType) as names, C(project), C(tags), C(labels), C(networkInterfaces),
+        C(status), ...), so its O(keyed_groups) (C(tags['items']), C(labels.env)), O(groups) and O(compose)
+        work; O(statuses) defaults to every status and O(hostnames) to C([public_ip, private_ip, name]),
+        C(google.cloud)'s defaults, unless the file sets them.
+      - One difference stays, on purpose, C(metadata) holds only the keys listed in O(metadata_keys) (metadata
+        can hold secrets).
+      - The default (unset) turns it on for file names ending in C(gcp.yml) or C(gcp.yaml), C(google.cloud)'s
+        names, and off for C(gce.yml) files. It costs about the size of the instance resource per host.
+    type: bool
   page_size:
     description: C(maxResults) of each aggregatedList call (the API's maximum is 500).
     type: int
@@ -258,7 +275,10 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
 
 _ADDRESS_KEYS = {"public_ip": "gce_public_ip", "private_ip": "gce_private_ip", "name": "gce_name"}
 _RESERVED_GROUPS = frozenset(("all", "ungrouped"))
-_CACHE_FORMAT = 2
+# google.cloud.gcp_compute's inventory file names; such a file turns google_cloud_compat on unless it says otherwise
+_GOOGLE_CLOUD_SUFFIXES = ("gcp.yml", "gcp.yaml")
+_GOOGLE_CLOUD_HOSTNAMES = ["public_ip", "private_ip", "name"]
+_CACHE_FORMAT = 3  # 3: gce_hostname, google_cloud_compat records
 # A Jinja2 expression that is nothing but a variable path (gce_zone, gce_labels.team) is resolved by
 # dict lookups instead of compiling it for every host, which costs ~0.5 ms per host in ansible-core 2.21.
 _SIMPLE_PATH = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$")
@@ -282,8 +302,29 @@ def _plain(value, depth=0):
     return False
 
 
-def instance_record(project, inst, metadata_keys=()):
-    """The host variables of one instance resource (a dict from the Compute API), all prefixed gce_.
+def google_cloud_fields(project, inst, metadata):
+    """The instance's own fields as google.cloud.gcp_compute's inventory exposes them (for its keyed_groups,
+    groups and compose expressions: tags['items'], labels.env, zone, networkInterfaces[0].networkIP ...):
+    the API's resource with zone and machineType as names, project added, and metadata as a dict, but only
+    of the keys in metadata_keys (google.cloud exposes every key; metadata can hold secrets)."""
+    fields = dict((k, v) for k, v in inst.items() if k not in ("kind", "metadata"))
+    if inst.get("zone"):
+        fields["zone_selflink"] = inst["zone"]
+        fields["zone"] = _basename(inst["zone"])
+    if inst.get("machineType"):
+        fields["machineType_selflink"] = inst["machineType"]
+        fields["machineType"] = _basename(inst["machineType"])
+    fields["project"] = project
+    fields["metadata"] = dict(metadata)
+    fields.setdefault("labels", {})
+    fields.setdefault("tags", {"items": []})
+    fields["tags"].setdefault("items", [])
+    return fields
+
+
+def instance_record(project, inst, metadata_keys=(), google_cloud=False):
+    """The host variables of one instance resource (a dict from the Compute API), all prefixed gce_, and with
+    google_cloud also its own fields as google.cloud.gcp_compute exposes them (see google_cloud_fields).
 
     Pure and cheap: no templating; the result is what the cache stores.
     """
@@ -301,8 +342,10 @@ def instance_record(project, inst, metadata_keys=()):
         for item in (inst.get("metadata") or {}).get("items") or ():
             if item.get("key") in wanted:
                 metadata[item["key"]] = item.get("value")
-    return {
+    record = google_cloud_fields(project, inst, metadata) if google_cloud else {}
+    record.update({
         "gce_name": inst.get("name"),
+        "gce_hostname": inst.get("hostname"),
         "gce_id": inst.get("id"),
         "gce_project": project,
         "gce_zone": zone,
@@ -318,7 +361,8 @@ def instance_record(project, inst, metadata_keys=()):
         "gce_self_link": inst.get("selfLink"),
         "gce_creation_timestamp": inst.get("creationTimestamp"),
         "gce_metadata": metadata,
-    }
+    })
+    return record
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -337,13 +381,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not super().verify_file(path):
             return False
         base = os.path.basename(path)
-        return base.endswith(("gce.yml", "gce.yaml"))
+        return base.endswith(("gce.yml", "gce.yaml") + _GOOGLE_CLOUD_SUFFIXES)
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         self._group_names = {}  # groups made in this inventory
-        self._read_config_data(path)
-        opts = self._validated_options()
+        config = self._read_config_data(path) or {}
+        opts = self._validated_options(path, config)
 
         query = {
             "format": _CACHE_FORMAT,
@@ -351,6 +395,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             "filter": opts["filter"],
             "api_endpoint": opts["api_endpoint"],
             "metadata_keys": opts["metadata_keys"],
+            "google_cloud_compat": opts["google_cloud_compat"],
         }
         # Cacheable, as community.general's inventory plugins use it: read the cache unless the run asked
         # for fresh data (cache=False: --flush-cache, meta: refresh_inventory), write it after a fetch
@@ -383,8 +428,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _fail(self, msg):
         raise AnsibleError("%s: %s" % (self.NAME, msg))
 
-    def _validated_options(self):
+    def _validated_options(self, path="", config=None):
         """Check every option before any API call; errors name the option and the fix."""
+        config = config or {}
+        compat = self.get_option("google_cloud_compat")
+        if compat is None:
+            compat = os.path.basename(path).endswith(_GOOGLE_CLOUD_SUFFIXES)
         projects = self.get_option("projects") or []
         if not projects:
             self._fail("option 'projects' is empty: list at least one Google Cloud project ID in the inventory file "
@@ -406,12 +455,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not 1 <= page_size <= 500:
             self._fail("option 'page_size' is %s: the Compute API accepts 1 to 500" % page_size)
         hostnames = self.get_option("hostnames") or ["name"]
+        if compat and "hostnames" not in config:
+            hostnames = list(_GOOGLE_CLOUD_HOSTNAMES)  # google.cloud's default order
         for entry in hostnames:
-            if (re.match(r"^[A-Za-z0-9_-]+$", entry) and entry not in _ADDRESS_KEYS
-                    and not entry.startswith("gce_")):
-                self._fail("option 'hostnames' has %r, which is none of name, public_ip, private_ip, labels.KEY; "
-                           "anything else is a Jinja2 expression over the gce_* variables, e.g. "
-                           "\"gce_name ~ '.' ~ gce_zone\"" % entry)
+            if (re.match(r"^[A-Za-z0-9_-]+$", entry) and entry not in _ADDRESS_KEYS and entry != "hostname"
+                    and not entry.startswith("gce_") and not compat):
+                self._fail("option 'hostnames' has %r, which is none of name, hostname, public_ip, private_ip, "
+                           "labels.KEY; anything else is a Jinja2 expression over the gce_* variables, e.g. "
+                           "\"gce_name ~ '.' ~ gce_zone\" (or over the instance's own fields with "
+                           "google_cloud_compat: true)" % entry)
+        statuses = self.get_option("statuses") or ()
+        if compat and "statuses" not in config:
+            statuses = ()  # google.cloud lists every status
         endpoint = self.get_option("api_endpoint")
         err = check_api_endpoint(endpoint, "option 'api_endpoint' (or GCE_API_ENDPOINT)")
         if err:
@@ -425,7 +480,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             "projects": [str(p) for p in projects],
             "zones": frozenset(str(z) for z in zones),
             "filter": filter_expr,
-            "statuses": frozenset(str(st) for st in self.get_option("statuses") or ()),
+            "statuses": frozenset(str(st) for st in statuses),
+            "google_cloud_compat": bool(compat),
             "page_size": page_size,
             "hostnames": list(hostnames),
             "address_preference": list(self.get_option("address_preference") or ()),
@@ -479,7 +535,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         started = time.monotonic()
         try:
             records = [
-                instance_record(project, item, metadata_keys)
+                instance_record(project, item, metadata_keys, opts["google_cloud_compat"])
                 for _scope, item in client.aggregated_list("instances", params)
             ]
         except GceError as e:  # str(e) carries the API's status and message
@@ -590,6 +646,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if pref in _ADDRESS_KEYS:
                 key = _ADDRESS_KEYS[pref]
                 getters.append(lambda rec, key=key: rec[key])
+            elif pref == "hostname":  # the instance's custom hostname field (unset on most instances)
+                getters.append(lambda rec: rec.get("gce_hostname"))
             elif pref.startswith("labels.") and re.match(r"^labels\.[a-z0-9_-]+$", pref):
                 label = pref[len("labels."):]
                 getters.append(lambda rec, label=label: rec["gce_labels"].get(label))
@@ -651,6 +709,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         keyed_groups = self.get_option("keyed_groups")
         seen = set()
         unnamed = []
+        keyed_hits = [False] * len(keyed_groups or ())
+        placed = 0
 
         for rec in records:
             if zones and rec["gce_zone"] not in zones:
@@ -674,6 +734,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             seen.add(hostname)
 
             hostname = inventory.add_host(hostname)
+            placed += 1
             variables = dict(rec)
             for key in address_keys:
                 if rec[key]:
@@ -695,8 +756,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 if groups:
                     self._add_host_to_composed_groups(groups, host_vars, hostname, strict=strict, fetch_hostvars=False)
                 if keyed_groups:
-                    self._add_host_to_keyed_groups(keyed_groups, host_vars, hostname, strict=strict,
-                                                   fetch_hostvars=False)
+                    host_obj = host
+                    for i, keyed in enumerate(keyed_groups):
+                        before = len(host_obj.groups)
+                        self._add_host_to_keyed_groups([keyed], host_vars, hostname, strict=strict,
+                                                       fetch_hostvars=False)
+                        if len(host_obj.groups) > before:
+                            keyed_hits[i] = True
+        if placed:
+            for keyed, hit in zip(keyed_groups or (), keyed_hits):
+                if not hit:
+                    self.display.warning(
+                        "%s: keyed_groups entry with key %r put none of the %d hosts into a group (the key resolves "
+                        "on no host). The host variables are the gce_* ones; the instance's own fields (tags['items'], "
+                        "labels.env, as google.cloud.gcp_compute has them) come with google_cloud_compat: true"
+                        % (self.NAME, keyed.get("key") if isinstance(keyed, dict) else keyed, placed))
         if unnamed:
             self.display.warning("%s: skipped %d instance(s) that no entry of 'hostnames' (%s) gives a name: %s%s"
                                  % (self.NAME, len(unnamed), ", ".join(opts["hostnames"]), ", ".join(unnamed[:5]),

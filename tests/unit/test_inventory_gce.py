@@ -111,6 +111,7 @@ def test_instance_record_maps_the_api_fields_to_prefixed_hostvars():
     rec = gce_inventory.instance_record("proj-one", inst, ["app"])
     assert rec == {
         "gce_name": "vm-1",
+        "gce_hostname": None,
         "gce_id": "8437029384756102938",
         "gce_project": "proj-one",
         "gce_zone": "asia-northeast3-a",
@@ -140,9 +141,9 @@ def test_instance_record_without_external_ip_gpus_labels_or_metadata():
 
 @pytest.mark.parametrize("name,wanted", [
     ("gce.yml", True), ("prod.gce.yml", True), ("prod.gce.yaml", True), ("x_gce.yml", True),
-    ("gcp.yml", False), ("hosts.yml", False), ("prod.gce.json", False),
+    ("gcp.yml", True), ("prod.gcp.yaml", True), ("hosts.yml", False), ("prod.gce.json", False),
 ])
-def test_verify_file_takes_only_gce_yml_names(tmp_path, name, wanted):
+def test_verify_file_takes_gce_and_google_cloud_gcp_yml_names(tmp_path, name, wanted):
     path = tmp_path / name
     path.write_text("plugin: %s\n" % PLUGIN)
     assert inventory_loader.get(PLUGIN).verify_file(str(path)) is wanted
@@ -615,3 +616,50 @@ def test_cache_holds_the_records_as_one_json_text(tmp_path, fleet):
     plugin.update_cache_if_changed()
     second = parse(path)
     assert aggregated_calls(fleet) == 2 and sorted(second.hosts) == sorted(first.hosts)
+
+
+# ------------------------------------------------------------------------------ coming from google.cloud.gcp_compute
+def _warnings(monkeypatch):
+    from ansible.utils.display import Display
+    seen = []
+    monkeypatch.setattr(Display, "warning", lambda self, msg, *a, **kw: seen.append(str(msg)))
+    return seen
+
+
+def test_a_google_cloud_inventory_file_works_with_only_the_plugin_name_changed(tmp_path, fleet, monkeypatch):
+    """An inventory file written for google.cloud.gcp_compute (file name *.gcp.yml, keyed_groups on the raw
+    instance fields, hostnames [hostname, name]): only its plugin line changed."""
+    warnings = _warnings(monkeypatch)
+    path = write_config(tmp_path, fleet, name="prod.gcp.yml", hostnames=["hostname", "name"], keyed_groups=[
+        {"key": "tags['items']", "prefix": "tag"},
+        {"key": "labels.env", "prefix": "env"},
+        {"key": "zone"},
+        {"key": "status", "prefix": "status"},
+    ], compose={"ansible_host": "networkInterfaces[0].networkIP"})
+    inv = parse(path, cache=False)
+    assert sorted(inv.hosts) == ["cpu-1", "old-1", "vm-1"]  # every status, as google.cloud lists them
+    assert group_hosts(inv, "tag_ai_server") == ["old-1", "vm-1"]
+    assert group_hosts(inv, "env_prod") == ["vm-1"] and group_hosts(inv, "env_dev") == ["cpu-1"]
+    assert group_hosts(inv, "_asia_northeast3_b") == ["cpu-1"]  # constructed's leading separator, as there
+    assert group_hosts(inv, "status_TERMINATED") == ["old-1"]
+    vm = inv.hosts["vm-1"].vars
+    assert vm["ansible_host"] == "10.178.0.2" and vm["zone"] == "asia-northeast3-a" and vm["project"] == "proj-one"
+    assert vm["gce_name"] == "vm-1"  # ours are still there
+    assert not [w for w in warnings if "keyed" in w], warnings
+
+
+def test_hostnames_hostname_takes_the_instances_hostname_field(tmp_path, api):
+    inst = a_instance(name="web")
+    inst["hostname"] = "web.internal.example.com"
+    add_instance(api, "proj-one", inst)
+    inv = parse(write_config(tmp_path, api, hostnames=["hostname", "name"]), cache=False)
+    assert sorted(inv.hosts) == ["web.internal.example.com"]
+
+
+def test_a_keyed_group_whose_key_resolves_on_no_host_warns(tmp_path, fleet, monkeypatch):
+    warnings = _warnings(monkeypatch)
+    inv = parse(write_config(tmp_path, fleet, keyed_groups=[{"key": "tags['items']", "prefix": "tag"},
+                                                            {"key": "gce_labels.env", "prefix": "env"}]), cache=False)
+    assert group_hosts(inv, "env_prod") == ["vm-1"]
+    hits = [w for w in warnings if "keyed_groups" in w]
+    assert len(hits) == 1 and "tags['items']" in hits[0] and "google_cloud_compat" in hits[0], warnings
