@@ -296,10 +296,10 @@ def check_boot_disk_type(machine_type, disk_type, name="boot_disk.type", machine
     allowed = BOOT_DISK_TYPES.get(machine_family(machine_type) or "")
     if not allowed or not disk_type or basename(disk_type) in allowed:
         return None
+    family = machine_family(machine_type).upper()
     return ("%s %s cannot be the boot disk of %s %s: %s machine types boot from %s only (Google's GPU machine "
-            "types documentation); use %s" % (name, basename(disk_type), machine_type_name, machine_type,
-                                             machine_family(machine_type).upper(), ", ".join(allowed),
-                                             " or ".join(allowed)))
+            "types documentation); use %s" % (name, basename(disk_type), machine_type_name, machine_type, family,
+                                              ", ".join(allowed), " or ".join(allowed)))
 
 
 def network_id(link, project):

@@ -162,7 +162,7 @@ options:
   allow_stop:
     description:
       - Let the module stop a running VM to apply drift that the API accepts only on a stopped one
-        (O(scheduling): C(setScheduling) works only on C(TERMINATED) instances), and start it again after
+        (O(scheduling), as C(setScheduling) works only on C(TERMINATED) instances), and start it again after
         (unless O(state=stopped)).
       - With V(false) such drift of a running VM is reported in RV(pending_changes) with a warning; it is
         applied when the VM is stopped, or with O(state=stopped).

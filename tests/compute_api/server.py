@@ -1169,8 +1169,8 @@ class ComputeApi(object):
             owners = [n for n in self._network_names(m_sub.group(1) or project)
                       if m_sub.group(2) in self._subnetworks(m_sub.group(1) or project, n, zone.rsplit("-", 1)[0])]
             if not owners:
-                raise not_found("projects/%s/regions/%s/subnetworks/%s" % (m_sub.group(1) or project,
-                                                                             zone.rsplit("-", 1)[0], m_sub.group(2)))
+                raise not_found("projects/%s/regions/%s/subnetworks/%s"
+                                % (m_sub.group(1) or project, zone.rsplit("-", 1)[0], m_sub.group(2)))
             nic_in = dict(nic_in, network="projects/%s/global/networks/%s" % (m_sub.group(1) or project, owners[0]))
         network = self._resolve_network(project, nic_in.get("network"), "resource.networkInterfaces[0].network")
         subnetwork = self._resolve_subnetwork(project, zone, network, nic_in.get("subnetwork"), where_sub)

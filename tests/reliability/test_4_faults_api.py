@@ -62,9 +62,8 @@ def _record(fault, injected, expected, observed, survived, figure=""):
                figure=figure)
 
 
-@pytest.mark.parametrize(("status", "method", "reason"), [(429, "POST", None), (503, "GET", None),
-                                                         (403, "POST", "rateLimitExceeded"),
-                                                         (403, "GET", "userRateLimitExceeded")])
+@pytest.mark.parametrize(("status", "method", "reason"), [
+    (429, "POST", None), (503, "GET", None), (403, "POST", "rateLimitExceeded"), (403, "GET", "userRateLimitExceeded")])
 def test_bursts_of_429_503_are_retried_with_backoff(fresh, secrets_, status, method, reason):
     """403 rateLimitExceeded/userRateLimitExceeded is how Compute answers most exceeded rate quotas."""
     fresh.srv.add_faults({"kind": "status", "status": status, "count": 3, "method": method, "path": "/global/firewalls",
@@ -203,8 +202,8 @@ def test_ten_minute_operation_outlasts_the_two_minute_waits(fresh, secrets_):
     _record("Compute API: a 10-minute insert operation (waits held 2 minutes each)",
             "fault rule slow_operation seconds=600; API clock x%d, module timeout 30 s scaled to %.1f s"
             % (scale, 30 / scale), "each wait outlasts the 2-minute hold; the rule exists at the end",
-            "rc=%d; %d waits, statuses %s; rules %s" % (res.rc, len(waits), sorted({w["status"] for w in waits}),
-                                                         _rules(fresh)), ok,
+            "rc=%d; %d waits, statuses %s; rules %s"
+            % (res.rc, len(waits), sorted({w["status"] for w in waits}), _rules(fresh)), ok,
             "%.1f real s = %.0f API s" % (took, took * scale))
     assert res.rc == 0, res.tail()
     assert _rules(fresh) == [RULE["name"]]

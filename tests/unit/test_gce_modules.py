@@ -356,8 +356,8 @@ def test_instance_os_login_is_detected_and_reported(server):
     assert any("OS Login" in w and "ssh-keys" in w and "roles/compute.osAdminLogin" in w for w in r["warning_msgs"]), \
         r["warning_msgs"]
     # the instance can turn it off again
-    r = run_module(gce_instance.main, vm_args(server, metadata={"ssh-keys": "ansible:ssh-ed25519 AAAAC3Nz test",
-                                                               "enable-oslogin": "FALSE"}))
+    metadata = {"ssh-keys": "ansible:ssh-ed25519 AAAAC3Nz test", "enable-oslogin": "FALSE"}
+    r = run_module(gce_instance.main, vm_args(server, metadata=metadata))
     assert r["os_login"] is False and not any("OS Login" in w for w in r["warning_msgs"])
 
 
