@@ -1,4 +1,5 @@
-"""Faults of the Compute API (tests/compute_api injects them): bursts of 429/503, dropped connections, an
+"""Faults of the Compute API (tests/compute_api injects them): bursts of 429/503 and of 403 rate limits
+(rateLimitExceeded/userRateLimitExceeded), a 10-minute operation outlasting 2-minute waits, dropped connections, an
 answer lost after the write took effect, an operation ending in error, a non-retryable error, a rate limit
 that never ends, and a firewall rule changed behind our back (drift).
 
