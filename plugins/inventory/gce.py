@@ -287,6 +287,23 @@ _JINJA_LITERALS = frozenset(("true", "false", "none", "True", "False", "None"))
 _MISS = object()
 
 
+class _CountingChildren(object):
+    """The inventory, counting the hosts put into groups (Constructable's keyed groups call
+    inventory.add_host(host, group)), to tell which keyed_groups entries resolve on some host."""
+
+    def __init__(self, inventory):
+        self._inventory = inventory
+        self.children = 0
+
+    def add_host(self, host, group=None, port=None):
+        if group is not None:
+            self.children += 1
+        return self._inventory.add_host(host, group, port)
+
+    def __getattr__(self, name):
+        return getattr(self._inventory, name)
+
+
 def _plain(value, depth=0):
     """True when templating would return value unchanged: no string in it is a trusted template."""
     if value is None or isinstance(value, (bool, int, float)):
@@ -710,6 +727,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         seen = set()
         unnamed = []
         keyed_hits = [False] * len(keyed_groups or ())
+        counting = _CountingChildren(inventory)
         placed = 0
 
         for rec in records:
@@ -756,13 +774,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 if groups:
                     self._add_host_to_composed_groups(groups, host_vars, hostname, strict=strict, fetch_hostvars=False)
                 if keyed_groups:
-                    host_obj = host
-                    for i, keyed in enumerate(keyed_groups):
-                        before = len(host_obj.groups)
-                        self._add_host_to_keyed_groups([keyed], host_vars, hostname, strict=strict,
-                                                       fetch_hostvars=False)
-                        if len(host_obj.groups) > before:
-                            keyed_hits[i] = True
+                    # each entry on its own, through a counter of group memberships: an entry that never adds a host to
+                    # a group (not even one the host is in already) resolves on no host
+                    self.inventory = counting
+                    try:
+                        for i, keyed in enumerate(keyed_groups):
+                            before = counting.children
+                            self._add_host_to_keyed_groups([keyed], host_vars, hostname, strict=strict,
+                                                           fetch_hostvars=False)
+                            if counting.children > before:
+                                keyed_hits[i] = True
+                    finally:
+                        self.inventory = inventory
         if placed:
             for keyed, hit in zip(keyed_groups or (), keyed_hits):
                 if not hit:

@@ -659,7 +659,9 @@ def test_hostnames_hostname_takes_the_instances_hostname_field(tmp_path, api):
 def test_a_keyed_group_whose_key_resolves_on_no_host_warns(tmp_path, fleet, monkeypatch):
     warnings = _warnings(monkeypatch)
     inv = parse(write_config(tmp_path, fleet, keyed_groups=[{"key": "tags['items']", "prefix": "tag"},
-                                                            {"key": "gce_labels.env", "prefix": "env"}]), cache=False)
+                                                            {"key": "gce_labels.env", "prefix": "env"},
+                                                            # resolves, into groups the hosts are in already
+                                                            {"key": "gce_zone", "prefix": "zone"}]), cache=False)
     assert group_hosts(inv, "env_prod") == ["vm-1"]
     hits = [w for w in warnings if "keyed_groups" in w]
     assert len(hits) == 1 and "tags['items']" in hits[0] and "google_cloud_compat" in hits[0], warnings
