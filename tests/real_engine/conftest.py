@@ -313,18 +313,6 @@ def deployment(testhost, workdir, secrets_, prereqs) -> Deployment:
 # Writing the results
 
 
-def _whole_suite(config) -> bool:
-    opt = config.option
-    if getattr(opt, "keyword", "") or getattr(opt, "markexpr", "") or getattr(opt, "deselect", None):
-        return False
-    here = Path(__file__).resolve().parent
-    for arg in config.args:
-        p = Path(arg.split("::")[0]).resolve()
-        if "::" in arg or not p.is_dir() or not (p == here or here.is_relative_to(p)):
-            return False
-    return True
-
-
 def pytest_sessionfinish(session, exitstatus):
     if not (report.RESULTS["checks"] or report.RESULTS["notes"]):
         return
@@ -339,7 +327,7 @@ def pytest_sessionfinish(session, exitstatus):
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     (out / "real-engine.md").write_text(report.render(data))
-    if _whole_suite(session.config) and os.environ.get("LLMOPS_REAL_ENGINE_DOCS", "1") != "0":
+    if lib.whole_suite(session.config, Path(__file__).parent) and os.environ.get("LLMOPS_REAL_ENGINE_DOCS", "1") != "0":
         (ROOT / "docs" / "real-engine.md").write_text(report.render(data))
 
 

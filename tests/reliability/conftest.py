@@ -181,18 +181,6 @@ def converged(deployment) -> Deployment:
 # Writing the results
 
 
-def _whole_suite(config) -> bool:
-    opt = config.option
-    if getattr(opt, "keyword", "") or getattr(opt, "markexpr", "") or getattr(opt, "deselect", None):
-        return False
-    here = Path(__file__).resolve().parent
-    for arg in config.args:
-        p = Path(arg.split("::")[0]).resolve()
-        if "::" in arg or not p.is_dir() or not (p == here or here.is_relative_to(p)):
-            return False
-    return True
-
-
 def pytest_sessionfinish(session, exitstatus):
     if not any(lib.RESULTS[k] for k in ("bad_inputs", "faults", "secrets", "hardening")):
         return
@@ -212,6 +200,6 @@ def pytest_sessionfinish(session, exitstatus):
     out = ROOT / "results" / "reliability"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(data, indent=1, sort_keys=True))
-    if _whole_suite(session.config) and os.environ.get("LLMOPS_RELIABILITY_DOCS", "1") != "0":
+    if lib.whole_suite(session.config, Path(__file__).parent) and os.environ.get("LLMOPS_RELIABILITY_DOCS", "1") != "0":
         (ROOT / "docs" / "reliability.md").write_text(report.render(data))
         (Path(__file__).with_name("last-results.json")).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

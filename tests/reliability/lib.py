@@ -325,3 +325,17 @@ class CmdlineWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(5)
+
+
+def whole_suite(config, suite_dir: Path) -> bool:
+    """Whether this pytest run is the whole suite of SUITE_DIR (no -k, -m, --deselect, node ids or single files):
+    only such a run may write the suite's report into docs/."""
+    opt = config.option
+    if getattr(opt, "keyword", "") or getattr(opt, "markexpr", "") or getattr(opt, "deselect", None):
+        return False
+    here = suite_dir.resolve()
+    for arg in config.args:
+        p = Path(arg.split("::")[0]).resolve()
+        if "::" in arg or not p.is_dir() or not (p == here or here.is_relative_to(p)):
+            return False
+    return True
