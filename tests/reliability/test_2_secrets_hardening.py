@@ -246,12 +246,12 @@ def test_key_rotation_reloads_the_proxy_without_restarting_vllm_or_failing_a_req
     # the old workers stop listening at once (the master signals them) and exit when their connections end: none
     # may serve the old configuration (the old key) afterwards
     old = set(workers)
-    for _ in range(100):
+    for _attempt in range(100):
         if not old & set(_workers(host, "vllm-proxy")):
             break
         time.sleep(0.1)
     old_key_answers = [lib.http_status(host.url(8001, "/v1/models"), headers={"Authorization": "Bearer " + old_key}, timeout=5)
-                       for _ in range(20)]
+                       for _request in range(20)]
     reloaded = re.search(r"TASK \[llmops\.gce_vllm\.auth_proxy : Reload without dropping a connection[^\]]*vllm-proxy\][^\n]*\n"
                          r"\s*changed:", res.out) is not None
     after = host.main_pid("vllm"), host.main_pid("vllm-proxy"), _workers(host, "vllm-proxy")
