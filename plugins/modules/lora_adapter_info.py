@@ -111,13 +111,8 @@ options:
     description: Fail when an adapter has a problem (else they are only returned).
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: Read-only.
-  diff_mode:
-    support: none
-    description: Reads only; there is nothing to diff.
+extends_documentation_fragment:
+  - llmops.gce_vllm.read_only
 notes:
   - The hub answers C(401) for a repo that does not exist as for a private or gated one without a valid token
     (huggingface_hub C(hf_raise_for_status) - "401 is misleading as it is returned for private and gated repos if

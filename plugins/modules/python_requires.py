@@ -70,13 +70,8 @@ options:
         index request; for example when the virtual environment already holds the requirements.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: Read-only.
-  diff_mode:
-    support: none
-    description: Reads only; there is nothing to diff.
+extends_documentation_fragment:
+  - llmops.gce_vllm.read_only
 notes:
   - A user-level pip configuration of the account that runs pip is not read.
 seealso:

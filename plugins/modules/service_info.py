@@ -130,13 +130,8 @@ options:
     type: list
     elements: path
     default: []
-attributes:
-  check_mode:
-    support: full
-    description: Read-only.
-  diff_mode:
-    support: none
-    description: Reads only; there is nothing to diff.
+extends_documentation_fragment:
+  - llmops.gce_vllm.read_only
 notes:
   - A host whose clock is stepped between a service's start and this check can misjudge staleness by the step.
 '''
