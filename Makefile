@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help venv hostdeps test lint sanity unit harness molecule integration reliability real-engine demo bench clean
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=12
 # Prefix of a suite's main command: prints "==> SUITE: N s" when it ends, passed or failed.
 TIMED = t0=$$(date +%s); trap 'echo "==> $@: $$(( $$(date +%s) - t0 )) s"' EXIT;
 help:
