@@ -30,7 +30,8 @@ hostdeps:
 # ansible-lint runs `ansible-playbook --syntax-check` on every playbook and role; with ansible.cfg's demo inventory
 # each of them would first try the (absent) local Compute API for ~13 s: lint with no inventory.
 lint: venv
-	@$(TIMED) ANSIBLE_INVENTORY=/dev/null ansible-lint --profile production
+	@$(TIMED) ANSIBLE_INVENTORY=/dev/null ansible-lint --profile production && antsibull-changelog lint \
+	  && antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
 
 sanity: venv
 	@$(TIMED) scripts/sanity
