@@ -28,10 +28,12 @@ hostdeps:
 	@scripts/host-deps
 
 # ansible-lint runs `ansible-playbook --syntax-check` on every playbook and role; with ansible.cfg's demo inventory
-# each of them would first try the (absent) local Compute API for ~13 s: lint with no inventory.
+# each of them would first try the (absent) local Compute API for ~13 s: lint (and the README play's lint) with no
+# inventory.
+lint: export ANSIBLE_INVENTORY = /dev/null
 lint: venv
-	@$(TIMED) ANSIBLE_INVENTORY=/dev/null ansible-lint --profile production && antsibull-changelog lint \
-	  && antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+	@$(TIMED) ansible-lint --profile production && antsibull-changelog lint \
+	  && antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml && $(PY) scripts/lint-doc-plays
 
 sanity: venv
 	@$(TIMED) scripts/sanity
