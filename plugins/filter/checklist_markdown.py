@@ -17,6 +17,8 @@ description:
   - No "Ansible managed" banner and no HTML comment; the file is this run's output for a person, not managed
     configuration.
   - Table cells are made safe for Markdown (no line breaks, C(|) escaped).
+  - When the report names stand-ins (the tests' nvidia-smi or vLLM), the page says so under the verdict and
+    under each host that had them.
 options:
   _input:
     description: The report.
@@ -61,6 +63,10 @@ def checklist_markdown(report):
     verdict = "**%s**" % ("PASSED" if report.get("passed") else "FAILED")
     lines = ["# Deployment checklist (%s)" % report.get("generated_at", "?"), "",
              "%s: %s" % (", ".join(where), verdict) if where else verdict, ""]
+    if report.get("standins"):
+        lines += ["**Stand-ins, not the real thing:** %s were the tests' stand-ins (tests/standin), so the checks "
+                  "below show what the stand-ins answer, not an NVIDIA GPU or a served model." % " and ".join(
+                      report["standins"]), ""]
     deployment = report.get("deployment") or {}
     for key, value in deployment.items():
         shown = ", ".join(_code(v) for v in value) if isinstance(value, list) else _code(value)
@@ -72,6 +78,9 @@ def checklist_markdown(report):
             host.get("instance") or host.get("host"), host.get("machine_type") or "?",
             host.get("external_ip") or "none", host.get("internal_ip") or "?"), "",
             "| # | check | result | detail |", "|---|---|---|---|"]
+        if host.get("standins"):
+            lines[-2:-2] = ["Stand-ins on this host: %s." % ", ".join(
+                "%s (%s)" % (s.get("what"), _code(s.get("path"))) for s in host["standins"]), ""]
         for check in host.get("checks") or []:
             lines.append("| %s | %s | %s | %s |" % (
                 _cell(check.get("id") or "-"), _cell(check.get("check")), "PASS" if check.get("passed") else "FAIL",

@@ -19,6 +19,9 @@ description:
     C(4) AI server /health, C(5a)-C(5c) from the controller at the external IP); a check the runbook does not
     list (for example libcuda.so.1) keeps its place with the id C(null).
   - Item 1 also needs the CUDA version nvidia-smi reports to be at least O(min_cuda_major).
+  - A host whose C(checklist_result.standins) lists files of the tests' stand-ins (the checklist role finds them by
+    the text the stand-ins carry) gets them in RV(_value.hosts[].standins), and RV(_value.standins) names what
+    was not real (C(GPU) for nvidia-smi, C(vLLM)), so a run against stand-ins never reads as a real deployment.
   - A host without a recorded result (failed or unreachable earlier) gets one failed check, so the report
     never passes by omission.
   - Copies only named keys (check texts, details, addresses, machine type); nothing else of a host's
@@ -79,6 +82,10 @@ _value:
     deployment:
       description: O(deployment), strings and lists of strings only.
       type: dict
+    standins:
+      description: What was a stand-in on some host (C(GPU), C(vLLM)), sorted; empty for a real deployment.
+      type: list
+      elements: str
     hosts:
       description: One entry per host, in play order.
       type: list
@@ -95,6 +102,10 @@ _value:
           type: str
         checks:
           description: The checks, each C({id, name, check, passed, detail}).
+          type: list
+          elements: dict
+        standins:
+          description: The stand-ins found on this host, each C({what, path}).
           type: list
           elements: dict
 '''
@@ -115,6 +126,8 @@ RUNBOOK_IDS = {
 # Where each part of a host's checklist_result comes from, in report order.
 SOURCES = ("gpu_host", "vllm_server", "ai_server", "external")
 HOST_KEYS = ("instance", "project", "zone", "machine_type", "external_ip", "internal_ip")
+# What a stand-in file found on a host replaces, by its file name.
+STANDINS = {"nvidia-smi": "GPU", "vllm": "vLLM"}
 
 
 def _text(value):
@@ -154,6 +167,9 @@ def _host(host, result, min_cuda_major):
         value = result.get(key)
         entry[key] = None if value in (None, "") else str(value)
     entry["instance"] = entry["instance"] or host
+    paths = result.get("standins") if isinstance(result.get("standins"), list) else []
+    entry["standins"] = [{"what": STANDINS.get(_text(p).rsplit("/", 1)[-1], _text(p)), "path": _text(p)}
+                         for p in paths if p]
     checks = []
     for source in SOURCES:
         part = result.get(source)
@@ -203,6 +219,7 @@ def checklist_report(results, run_id, generated_at, min_cuda_major=13, deploymen
         "project": _joined(hosts, "project"),
         "zone": _joined(hosts, "zone"),
         "deployment": _scalars(deployment),
+        "standins": sorted({s["what"] for h in hosts for s in h.get("standins", [])}),
         "hosts": hosts,
     }
 

@@ -140,6 +140,26 @@ def test_markdown_is_for_a_person():
     assert text.endswith("\n")
 
 
+def test_stand_ins_are_named_in_the_report_and_its_page():
+    """A run against the tests' nvidia-smi and vLLM stand-ins (make demo) must not read as a real deployment."""
+    res = _result(standins=["/usr/bin/nvidia-smi", "/app/vllm-server/venv/bin/vllm"])
+    report = _report({"h1": res, "h2": _result(instance="ai-server-2")})
+    assert report["standins"] == ["GPU", "vLLM"]
+    assert report["hosts"][0]["standins"] == [{"what": "GPU", "path": "/usr/bin/nvidia-smi"},
+                                              {"what": "vLLM", "path": "/app/vllm-server/venv/bin/vllm"}]
+    assert report["hosts"][1]["standins"] == []
+    lines = md_plugin.checklist_markdown(report).splitlines()
+    assert lines[4].startswith("**Stand-ins, not the real thing:** GPU and vLLM were the tests' stand-ins")
+    assert "Stand-ins on this host: GPU (`/usr/bin/nvidia-smi`), vLLM (`/app/vllm-server/venv/bin/vllm`)." in lines
+    assert sum("Stand-ins on this host" in line for line in lines) == 1
+
+
+def test_a_real_deployment_mentions_no_stand_in():
+    report = _report({"h1": _result(standins=[])})
+    assert report["standins"] == [] and report["hosts"][0]["standins"] == []
+    assert "tand-in" not in md_plugin.checklist_markdown(report)
+
+
 def test_markdown_refuses_what_is_not_a_report():
     with pytest.raises(AnsibleFilterError, match="checklist_report"):
         md_plugin.checklist_markdown({"passed": True})
