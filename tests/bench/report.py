@@ -1,13 +1,23 @@
 """Write docs/benchmarks.md and docs/benchmarks/bench.png from docs/benchmarks/results.json (make bench).
 
 Every figure in the page comes from results.json; the hand-written analysis is tests/bench/findings.md,
-included at the end.
+included at the end. In findings.md a figure of the latest run is written as a placeholder, `{{ PATH }}`
+(PATH into the latest run's stages, e.g. `{{ fleet.4.second.wall_s }}`; `{{ PATH :x }}` for a ratio,
+`{{ PATH :s3 }}` for 3 decimals, `{{ PATH :n }}` as it is), filled in here; any other figure there must name
+when it was measured (a date or a time of day in the same paragraph, list item or table row), so no
+hand-written number can pass for one of this run.
+
+    report.py          rewrite docs/benchmarks.md and the plot
+    report.py --check  exit 1 if docs/benchmarks.md is not what results.json renders, or findings.md has an
+                       undated figure (no plot; tests/unit/test_docs_current.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +35,126 @@ def ok(cond):
     if cond is None:
         return "not measured"
     return "**met**" if cond else "**missed**"
+
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*(?::(\w+))?\s*\}\}")
+# a measured figure: seconds, a ratio, a share
+FIGURE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:s|x|%)(?![\w])")
+# when it was measured: a date, a time of day, or a commit-dated run ("the 10:24 run")
+DATED = re.compile(r"\b20\d\d-\d\d-\d\d\b|\b\d?\d:\d\d\b")
+
+
+def lookup(stages: dict, path: str):
+    node = stages
+    for key in path.split("."):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            raise KeyError("findings.md: {{ %s }} is not in the latest run's stages (results.json)" % path)
+    return node
+
+
+def with_shortcuts(stages: dict) -> dict:
+    """The stages plus `inv.<ours|theirs>_<instances>_<cold|cached>`: the inventory rows by name."""
+    out = dict(stages)
+    names = {"llmops.gce_vllm.gce": "ours", "google.cloud.gcp_compute": "theirs"}
+    out["inv"] = {"%s_%d_%s" % (names.get(r["plugin"], r["plugin"]), r["instances"], r["mode"]): r
+                  for r in (stages.get("inventory") or {}).get("rows", [])}
+    return out
+
+
+def fill(text: str, stages: dict) -> str:
+    stages = with_shortcuts(stages)
+
+    def sub(m):
+        value, style = lookup(stages, m.group(1)), m.group(2) or "s"
+        if style == "x":
+            return fmt(value, "x", 2)
+        if style == "n":
+            return str(value)
+        if style.startswith("s") and style[1:].isdigit():
+            return fmt(value, " s", int(style[1:]))
+        return fmt(value, " s", 1)
+    return PLACEHOLDER.sub(sub, text)
+
+
+def blocks(text: str):
+    """Paragraphs, list items and table rows of a Markdown text, each as one string."""
+    out, cur, table = [], [], False
+    for line in text.splitlines():
+        row = line.lstrip().startswith("|")
+        if row and table:   # a table is one block: its header dates its rows
+            cur.append(line)
+            continue
+        starts = row or line.startswith("#") or re.match(r"\s*(?:[-*]|\d+\.)\s", line)
+        if not line.strip() or starts or table:
+            if cur:
+                out.append(" ".join(cur))
+            cur = [line] if line.strip() else []
+        else:
+            cur.append(line)
+        table = row
+    if cur:
+        out.append(" ".join(cur))
+    return out
+
+
+def undated_figures(text: str) -> list:
+    """The blocks of a hand-written text that quote a figure without saying when it was measured."""
+    bad = []
+    for block in blocks(PLACEHOLDER.sub("", text)):
+        if FIGURE.search(block) and not DATED.search(block):
+            bad.append(block[:160])
+    return bad
+
+
+def analysis(latest: dict) -> list:
+    """What the latest run's tables say, in words: every figure computed from results.json."""
+    st, out = latest["stages"], []
+    cf = st.get("single", {}).get("configure") or {}
+    if cf.get("second_wall_s"):
+        line = "- **No-op rerun, one host**: %s (target 15 s, issue 4; 10 s, issue 8)" % fmt(cf["second_wall_s"])
+        stock = cf.get("second_stock_ssh_wall_s")
+        if stock:
+            line += "; with stock Ansible's SSH settings %s, %s the time: what ansible.cfg's pipelining buys" % (
+                fmt(stock), fmt(stock / cf["second_wall_s"], "x", 2))
+        out.append(line + ".")
+    fleet = st.get("fleet", {})
+    ns = sorted((int(n) for n in fleet if n.isdigit()))
+    if len(ns) > 1 and 1 in ns:
+        one = fleet["1"]["second"]
+        parts = []
+        for n in ns[1:]:
+            r = fleet[str(n)]["second"]
+            parts.append("%d hosts %s = %s the 1-host time (linear: %d.00x; target 1.5x)" % (
+                n, fmt(r["wall_s"]), fmt(r["wall_s"] / one["wall_s"], "x", 2), n))
+        out.append("- **Fleet, no-op rerun**: %s. The test hosts share this machine's %s CPUs with the controller "
+                   "(machine CPU busy %s at %d hosts), so N hosts cost about N times the hosts' module CPU here: "
+                   "linear scaling is what this machine can do, the target needs each host's own CPUs." % (
+                       "; ".join(parts), latest["machine"]["cpus"],
+                       fmt(fleet[str(ns[-1])]["second"].get("machine_cpu_busy"), "", 2), ns[-1]))
+        cpu = ["%d host%s %s (%s per host, %.0f ms per task run)" % (
+            n, "" if n == 1 else "s", fmt(fleet[str(n)]["second"].get("controller_cpu_s")),
+            fmt(fleet[str(n)]["second"]["controller_cpu_s"] / n),
+            1000.0 * fleet[str(n)]["second"]["controller_cpu_s"] / max(1, fleet[str(n)]["second"]["tasks_run"]))
+            for n in ns if fleet[str(n)]["second"].get("controller_cpu_s")]
+        if cpu:
+            out.append("- **Controller CPU, no-op rerun** (ansible-playbook and its ssh children): %s; target 3 s "
+                       "per host (issue 8): fewer tasks is the lever." % "; ".join(cpu))
+    inv = st.get("inventory", {})
+    rows = [r for r in inv.get("rows", []) if r["plugin"] == "llmops.gce_vllm.gce" and r.get("median_s")]
+    if rows:
+        big = max(r["instances"] for r in rows)
+        for r in rows:
+            if r["instances"] == big and r.get("plugin_only_s"):
+                out.append("- **Inventory, %d instances, %s**: the whole `ansible-inventory --list` %s, of which "
+                           "the plugin's own work %s (%.0f %%) and the process start %s; the rest is "
+                           "ansible-core's per-host variables and JSON, which every inventory plugin pays." % (
+                               big, r["mode"], fmt(r["median_s"], " s", 2), fmt(r["plugin_only_s"], " s", 3),
+                               100.0 * r["plugin_only_s"] / r["median_s"], fmt(inv.get("startup_s"), " s", 2)))
+    return out
 
 
 def plot(latest: dict, png: Path) -> None:
@@ -53,7 +183,9 @@ def plot(latest: dict, png: Path) -> None:
         for i, (a, b) in enumerate(zip(first, second)):
             ax.text(i - 0.2, a, "%.0f" % a, ha="center", va="bottom")
             ax.text(i + 0.2, b, "%.1f" % b, ha="center", va="bottom")
-        ax.legend()
+        ax.axhline(15, color="red", linestyle="--", linewidth=1, label="target: 2nd run <= 15 s (issue 4)")
+        ax.axhline(10, color="darkred", linestyle=":", linewidth=1, label="target: no-op rerun <= 10 s (issue 8)")
+        ax.legend(fontsize=8)
     ax.set_ylabel("wall time, s (median)")
     ax.set_title("one fresh test host")
 
@@ -64,8 +196,19 @@ def plot(latest: dict, png: Path) -> None:
         fn = [n for n in ns if fleet[n].get("first")]
         ax.plot([int(n) for n in fn], [fleet[n]["first"]["wall_s"] for n in fn], "o-", label="1st run (fresh hosts)")
         ax.plot([int(n) for n in ns], [fleet[n]["second"]["wall_s"] for n in ns], "s-", label="2nd run")
+        if "1" in fleet:
+            xs = [int(n) for n in ns]
+            one = fleet["1"]["second"]["wall_s"]
+            ax.plot(xs, [one * x for x in xs], color="gray", linestyle=":",
+                    label="linear: N x the 1-host 2nd run (hosts share the CPUs)")
+            ax.plot(xs, [one] + [1.5 * one] * (len(xs) - 1), color="red", linestyle="--", linewidth=1,
+                    label="target: N hosts <= 1.5 x 1 host (2nd run)")
+            if fleet["1"].get("first"):
+                f1 = fleet["1"]["first"]["wall_s"]
+                ax.plot(xs, [f1 * x for x in xs], color="tab:blue", linestyle=":", linewidth=1,
+                        label="linear: N x the 1-host 1st run")
         ax.set_xticks([int(n) for n in ns])
-        ax.legend()
+        ax.legend(fontsize=7)
     ax.set_xlabel("test hosts at once")
     ax.set_ylabel("wall time, s")
     ax.set_title("fleet: configure playbook")
@@ -93,9 +236,17 @@ def plot(latest: dict, png: Path) -> None:
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker + style,
                             label="%s %s" % (plugin.rsplit(".", maxsplit=1)[-1], mode))
+        ours = sorted((r["instances"], r["median_s"]) for r in rows
+                      if r["plugin"] == "llmops.gce_vllm.gce" and r["mode"] == "cold" and r["median_s"])
+        if len(ours) > 1:
+            n0, t0 = ours[0]
+            ax.plot([p[0] for p in ours], [t0 * p[0] / n0 for p in ours], color="gray", linestyle=":",
+                    label="linear from %d (ours, cold)" % n0)
+        ax.plot([5000], [2.0], "rv", label="target 5,000 cold <= 2 s")
+        ax.plot([5000], [0.3], "r^", label="target 5,000 cached <= 0.3 s")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     ax.set_xlabel("instances (20 zones)")
     ax.set_ylabel("ansible-inventory --list, s")
     ax.set_title("dynamic inventory")
@@ -164,8 +315,14 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
             cell(rb, "second_restarts", "", 0), cell(cf, "second_restarts", "", 0)))
         w("| 2nd run, endpoint downtime (worst of :8001, :8000; probed every 50 ms) | %s | %s |" % (
             cell(rb, "second_downtime_s", " s", 2), cell(cf, "second_downtime_s", " s", 2)))
+        if cf and cf.get("second_stock_ssh_wall_s") is not None:
+            w("| 2nd run with stock Ansible's SSH settings (no pipelining; ControlMaster/ControlPersist 60s, as "
+              "ansible-core ships them) | | %s |" % cell(cf, "second_stock_ssh_wall_s"))
+        elif cf and cf.get("second_no_pipelining_wall_s") is not None:
+            w("| 2nd run without pipelining and without ControlMaster (older method: stock Ansible keeps "
+              "ControlMaster/ControlPersist on; the next `make bench` measures against stock) | | %s |"
+              % cell(cf, "second_no_pipelining_wall_s"))
         if cf:
-            w("| 2nd run without pipelining / ControlPersist | | %s |" % cell(cf, "second_no_pipelining_wall_s"))
             w("| 2nd run, controller CPU (ansible-playbook + ssh) | | %s |" % cell(cf, "second_controller_cpu_s"))
             w("| 2nd run, whole machine CPU busy (2 CPUs, shared) | | %s |" % cell(cf, "second_machine_busy", "", 2))
         w("")
@@ -180,7 +337,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
             w("<details><summary>every repeat</summary>")
             w("")
             w("| repeat | runbook 1st | runbook 2nd | runbook downtime | collection 1st | collection 2nd | "
-              "changed 1st/2nd | restarts 2nd | downtime 2nd | 2nd w/o pipelining |")
+              "changed 1st/2nd | restarts 2nd | downtime 2nd | 2nd, stock SSH settings |")
             w("|---|---|---|---|---|---|---|---|---|---|")
             for i, r in enumerate(reps, 1):
                 a, c = r.get("runbook") or {}, r.get("configure") or {}
@@ -194,7 +351,9 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
                     sum((c.get("second", {}).get("changed") or {}).values()),
                     c.get("second", {}).get("restarts_total"),
                     fmt(c.get("second", {}).get("max_downtime_s"), " s", 2),
-                    fmt(c.get("second_no_pipelining", {}).get("wall_s"))))
+                    fmt(c.get("second_stock_ssh", {}).get("wall_s")) if c.get("second_stock_ssh")
+                    else fmt(c.get("second_no_pipelining", {}).get("wall_s")) + (
+                        " (no ControlMaster)" if c.get("second_no_pipelining") else "")))
             w("")
             w("</details>")
             w("")
@@ -342,9 +501,15 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
                 fmt(sm.get(k), "", 0 if k.endswith("changed") else (3 if "health" in k else 1)) for k in keys) + " |")
         w("")
 
+    said = analysis(latest)
+    if said:
+        w("## What this run's tables say (computed from results.json)")
+        w("")
+        L.extend(said)
+        w("")
     findings = REPO / "tests" / "bench" / "findings.md"
     if findings.exists():
-        w(findings.read_text(encoding="utf-8").rstrip())
+        w(fill(findings.read_text(encoding="utf-8"), st).rstrip())
         w("")
     w("## Reproduce")
     w("")
@@ -359,17 +524,33 @@ def main() -> int:
     ap.add_argument("--results", default=str(REPO / "docs" / "benchmarks" / "results.json"))
     ap.add_argument("--md", default=str(REPO / "docs" / "benchmarks.md"))
     ap.add_argument("--png", default=str(REPO / "docs" / "benchmarks" / "bench.png"))
+    ap.add_argument("--check", action="store_true",
+                    help="only check that MD is what RESULTS renders and findings.md dates its figures")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw the plot from RESULTS")
     args = ap.parse_args()
     data = json.loads(Path(args.results).read_text(encoding="utf-8"))
-    png = Path(args.png)
-    plot(data["latest"], png)
-    md = Path(args.md)
+    png, md = Path(args.png), Path(args.md)
     try:
         rel = png.relative_to(md.parent)
     except ValueError:
         rel = png
-    md.write_text(render(data, str(rel)), encoding="utf-8")
-    print(md)
+    findings = REPO / "tests" / "bench" / "findings.md"
+    undated = undated_figures(findings.read_text(encoding="utf-8")) if findings.exists() else []
+    for block in undated:
+        print("ERROR: tests/bench/findings.md quotes a figure without saying when it was measured (date it, or "
+              "write {{ PATH }} for one of the latest run): %s" % block, file=sys.stderr)
+    if args.check:
+        if md.read_text(encoding="utf-8") != render(data, str(rel)):
+            print("ERROR: %s is not what %s renders: run tests/bench/report.py (do not edit the page by hand)"
+                  % (md, args.results), file=sys.stderr)
+            return 1
+        return 1 if undated else 0
+    if undated:
+        return 1
+    plot(data["latest"], png)
+    if not args.plot_only:
+        md.write_text(render(data, str(rel)), encoding="utf-8")
+        print(md)
     return 0
 
 
