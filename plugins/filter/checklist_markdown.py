@@ -64,9 +64,11 @@ def checklist_markdown(report):
     lines = ["# Deployment checklist (%s)" % report.get("generated_at", "?"), "",
              "%s: %s" % (", ".join(where), verdict) if where else verdict, ""]
     if report.get("standins"):
-        lines += ["**Stand-ins, not the real thing:** %s were the tests' stand-ins (tests/standin), so the checks "
-                  "below show what the stand-ins answer, not an NVIDIA GPU or a served model." % " and ".join(
-                      report["standins"]), ""]
+        lines += ["**Stand-ins, not the real thing:** the %s %s the tests' stand-in%s (tests/standin): the checks "
+                  "below show what %s answer%s, not a real one." % (
+                      " and ".join(report["standins"]), "were" if len(report["standins"]) > 1 else "was",
+                      "s" if len(report["standins"]) > 1 else "", "they" if len(report["standins"]) > 1 else "it",
+                      "" if len(report["standins"]) > 1 else "s"), ""]
     deployment = report.get("deployment") or {}
     for key, value in deployment.items():
         shown = ", ".join(_code(v) for v in value) if isinstance(value, list) else _code(value)

@@ -149,7 +149,10 @@ def test_stand_ins_are_named_in_the_report_and_its_page():
                                               {"what": "vLLM", "path": "/app/vllm-server/venv/bin/vllm"}]
     assert report["hosts"][1]["standins"] == []
     lines = md_plugin.checklist_markdown(report).splitlines()
-    assert lines[4].startswith("**Stand-ins, not the real thing:** GPU and vLLM were the tests' stand-ins")
+    assert lines[4].startswith("**Stand-ins, not the real thing:** the GPU and vLLM were the tests' stand-ins")
+    one = md_plugin.checklist_markdown(_report({"h1": _result(standins=["/usr/bin/nvidia-smi"])}))
+    assert "**Stand-ins, not the real thing:** the GPU was the tests' stand-in (tests/standin): the checks below " \
+           "show what it answers, not a real one." in one
     assert "Stand-ins on this host: GPU (`/usr/bin/nvidia-smi`), vLLM (`/app/vllm-server/venv/bin/vllm`)." in lines
     assert sum("Stand-ins on this host" in line for line in lines) == 1
 
