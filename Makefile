@@ -81,8 +81,9 @@ test: export LLMOPS_REAL_ENGINE_DOCS = 0
 test: venv hostdeps lint sanity unit harness molecule integration reliability real-engine
 	@echo "==> make test: all suites passed"
 
+# a passing run is recorded in docs/demo/last-run.json (the README quotes it; LLMOPS_DEMO_RECORD=0 to not)
 demo: venv hostdeps
-	scripts/demo
+	LLMOPS_DEMO_RECORD=$${LLMOPS_DEMO_RECORD:-1} scripts/demo
 
 bench: venv hostdeps
 	scripts/bench

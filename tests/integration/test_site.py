@@ -250,7 +250,7 @@ def test_demo_end_to_end(tmp_path):
     }
     proc = subprocess.run(
         [str(ROOT / "scripts" / "demo")], cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False,
-        env=_env(LLMOPS_DEMO_RESULTS=str(results), **secret_env),
+        env=_env(LLMOPS_DEMO_RESULTS=str(results), LLMOPS_DEMO_RECORD="0", **secret_env),
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, "scripts/demo failed (exit %d):\n%s" % (proc.returncode, out[-6000:])
@@ -282,6 +282,14 @@ def test_demo_end_to_end(tmp_path):
     assert report["hosts"][0]["external_ip"].startswith("10.231."), report["hosts"][0]
     md = (logdir / "report.md").read_text()
     assert "PASSED" in md and "NVIDIA L4" in md
+    # the GPU and vLLM were tests/standin's: the checklist found them on the host, and the report says so
+    assert report["standins"] == ["GPU", "vLLM"], report["standins"]
+    assert "**Stand-ins, not the real thing:** the GPU and vLLM were the tests' stand-ins" in md, md
+    # what the docs may quote about the run (scripts/render_docs.py): every step the demo prints, timed
+    result = json.loads((logdir / "result.json").read_text())
+    steps = len(re.findall(r'^\s*step "', (ROOT / "scripts" / "demo").read_text(), re.M))
+    assert result["passed"] is True and result["steps"] == steps and result["standins"] == ["GPU", "vLLM"], result
+    assert 0 < result["seconds"] < 1500, result
     assert "Ansible managed" not in md and "<!--" not in md, md   # a page for a person, not managed state
 
     # no secret anywhere in what the run produced or printed
