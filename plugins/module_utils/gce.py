@@ -25,6 +25,9 @@ them raises GceError naming the missing package.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -530,3 +533,67 @@ def client_from_module(module, require_project=True, **extra):
         return GceClient(**kwargs)
     except GceError as e:
         module.fail_json(msg=str(e))
+
+
+# ----------------------------------------------------------------------------- SSH host keys (guest attributes)
+# GCE's guest agent publishes the VM's SSH host keys as guest attributes (namespace hostkeys/, key = the key type,
+# value = the base64 key) when the metadata has enable-guest-attributes=TRUE; gcloud compute ssh reads them the
+# same way (instances.getGuestAttributes?queryPath=hostkeys/) and writes them to its known_hosts file.
+GUEST_ATTRIBUTES_KEY = "enable-guest-attributes"
+HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+_BASE64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def guest_host_keys(client, zone, name):
+    """{key type: base64 key} the VM published, or None while there are none yet. Before the guest agent has
+    written them the API answers 404 "The resource 'hostkeys/' of type 'Guest Attribute' was not found."
+    Unknown key types and values that are not one base64 word are dropped (as gcloud does)."""
+    try:
+        got = client.request("GET", client.project_path("zones", zone, "instances", name, "getGuestAttributes"),
+                             params={"queryPath": "hostkeys/"})
+    except GceApiError as e:
+        if e.status == 404:
+            return None
+        raise
+    keys = {}
+    for item in (got.get("queryValue") or {}).get("items") or ():
+        value = (item.get("value") or "").split()
+        if item.get("namespace") == "hostkeys" and item.get("key") in HOST_KEY_TYPES and value \
+                and _BASE64_RE.match(value[0]):
+            try:
+                base64.b64decode(value[0], validate=True)
+            except (ValueError, TypeError):
+                continue
+            keys[item["key"]] = value[0]
+    return keys or None
+
+
+def _known_host_matches(field, hosts):
+    """Whether the host field of a known_hosts line names one of `hosts` (plain, [host]:22 or hashed |1|)."""
+    for entry in field.split(","):
+        if entry.startswith("|1|"):
+            try:
+                salt, digest = (base64.b64decode(x) for x in entry[3:].split("|", 1))
+            except (ValueError, TypeError):
+                continue
+            if any(hmac.compare_digest(hmac.new(salt, h.encode(), hashlib.sha1).digest(), digest) for h in hosts):
+                return True
+        elif entry in hosts or entry in ("[%s]:22" % h for h in hosts):
+            return True
+    return False
+
+
+def known_hosts_update(text, hosts, keys):
+    """known_hosts text with every line for any of `hosts` replaced by one line per key of `keys`
+    ("HOST1,HOST2 TYPE KEY"); other lines kept as they are."""
+    hosts = [h for h in hosts if h]
+    kept = []
+    for line in (text or "").splitlines():
+        words = line.split()
+        if words and not line.lstrip().startswith("#"):
+            field = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
+            if _known_host_matches(field, hosts):
+                continue
+        kept.append(line)
+    kept += ["%s %s %s" % (",".join(hosts), t, keys[t]) for t in HOST_KEY_TYPES if t in keys]
+    return "\n".join(kept) + "\n" if kept else ""

@@ -130,6 +130,14 @@ def fingerprint(value):
     return base64.b64encode(hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest()[:8]).decode()
 
 
+def metadata_value(inst, key):
+    """The value of one key of an instance's metadata items (None when absent)."""
+    for item in (inst.get("metadata") or {}).get("items") or ():
+        if item.get("key") == key:
+            return item.get("value")
+    return None
+
+
 def basename(link):
     return str(link).rstrip("/").rsplit("/", 1)[-1] if link else link
 
@@ -368,6 +376,13 @@ class ComputeApi(object):
         self.requests = []
         self.issued_tokens = {}  # access tokens handed out by POST /token -> {iss, scope}
         self._used_hosts = set()
+        # address -> {key type: base64 key}: the SSH host keys the "guest agent" of the VM at that address
+        # publishes as guest attributes (POST /_admin/host-keys; tests read them from the test host's
+        # /etc/ssh/ssh_host_*_key.pub)
+        self.host_keys = {}
+        # getGuestAttributes answers "not found" this many times after each boot before the keys appear
+        # (the real guest agent writes them a little after the VM is RUNNING)
+        self.host_keys_delay = 1
         self._fake_ext = ipaddress.ip_network("203.0.113.0/24").hosts()
         self._fake_int = ipaddress.ip_network("10.128.0.0/20").hosts()
         if state_file and os.path.exists(state_file):
@@ -1238,6 +1253,7 @@ class ComputeApi(object):
         def done():
             if inst["status"] == "PROVISIONING":
                 inst["status"] = "RUNNING"
+                inst["_guest_attribute_misses"] = 0
 
         def failed():
             proj["instances"].get(zone, {}).pop(name, None)
@@ -1280,6 +1296,7 @@ class ComputeApi(object):
                 inst["status"] = status
                 if status == "RUNNING":
                     inst["lastStartTimestamp"] = now_rfc3339()
+                    inst["_guest_attribute_misses"] = 0   # a new boot: the agent publishes the keys again
                 else:
                     inst["lastStopTimestamp"] = now_rfc3339()
         return done
@@ -1302,6 +1319,45 @@ class ComputeApi(object):
             inst["status"] = "STAGING"
         return self._new_operation(p["project"], "start", inst["selfLink"], p["zone"], request_id=q.get("requestId"),
                                    on_done=self._set_status(inst, "RUNNING"))
+
+    # ------------------------------------------------------------------ guest attributes (SSH host keys)
+    def m_instances_getGuestAttributes(self, p, q, body):
+        """The VM's SSH host keys as the guest agent publishes them (namespace hostkeys/, key = key type,
+        value = the base64 key). Only with enable-guest-attributes=TRUE in the instance's metadata, only while
+        RUNNING, and only after the agent has written them (host_keys_delay lookups after each boot); before
+        that the real API answers 404 "The resource 'hostkeys/' of type 'Guest Attribute' was not found."
+        (the text gcloud compute ssh matches, googlecloudsdk/command_lib/compute/ssh_utils.py)."""
+        inst = self._instance(p)
+        path = q.get("queryPath") or ""
+        if q.get("variableKey"):
+            path = q["variableKey"]
+        namespace, _sep, key = path.partition("/")
+
+        def not_found():
+            return ApiError(404, "The resource '%s' of type 'Guest Attribute' was not found." % path,
+                            reason="notFound")
+        if not path or namespace != "hostkeys":
+            raise not_found()  # the only namespace this stand-in's guest agent writes
+        enabled = str(metadata_value(inst, "enable-guest-attributes") or "").strip().lower() == "true"
+        addresses = [nic.get("networkIP") for nic in inst.get("networkInterfaces") or ()]
+        addresses += [ac.get("natIP") for nic in inst.get("networkInterfaces") or () for ac in nic.get("accessConfigs") or ()]
+        keys = next((self.host_keys[a] for a in addresses if a in self.host_keys), None)
+        if not enabled or inst["status"] != "RUNNING" or not keys:
+            raise not_found()
+        misses = inst.get("_guest_attribute_misses", self.host_keys_delay)
+        if misses < self.host_keys_delay:
+            inst["_guest_attribute_misses"] = misses + 1
+            raise not_found()
+        items = [{"namespace": "hostkeys", "key": k, "value": v} for k, v in sorted(keys.items())
+                 if not key or k == key]
+        if not items:
+            raise not_found()
+        out = {"kind": "compute#guestAttributes", "selfLink": inst["selfLink"] + "/guestAttributes/" + path}
+        if q.get("variableKey"):
+            out.update(variableKey=path, variableValue=items[0]["value"])
+        else:
+            out.update(queryPath=path, queryValue={"items": items})
+        return out
 
     def _concurrent_change(self, p, fault):
         """Another client writes the instance just before this request: new tags/labels/metadata fingerprints,
@@ -1643,6 +1699,19 @@ class Handler(BaseHTTPRequestHandler):
                         api.host_pool = []
                     api.host_pool.extend(a for a in addrs if a not in api.host_pool)
             return 200, {"addresses": api.host_pool}
+        if name == "host-keys":
+            if http_method == "POST":
+                body = body or {}
+                keys = body.get("keys") or {}
+                if not body.get("address") or not isinstance(keys, dict) or not all(
+                        re.fullmatch(r"(ssh-|ecdsa-)[a-z0-9-]+", k) and re.fullmatch(r"[A-Za-z0-9+/=]+", v or "")
+                        for k, v in keys.items()):
+                    raise bad("POST /_admin/host-keys needs {address, keys: {TYPE: BASE64}}")
+                with api.lock:
+                    api.host_keys[body["address"]] = dict(keys)
+                    if "delay" in body:
+                        api.host_keys_delay = int(body["delay"])
+            return 200, {"host_keys": api.host_keys, "delay": api.host_keys_delay}
         if name == "requests":
             if http_method == "DELETE":
                 with api.lock:
