@@ -6,6 +6,7 @@ that does not answer from one whose SSH answers but refuses the key."""
 
 from __future__ import annotations
 
+import shlex
 import socket
 import time
 
@@ -18,21 +19,39 @@ display = Display()
 
 REPORT_EVERY = 30   # seconds between two progress lines that say the same thing
 
-# What a failed login attempt says, first match wins: (kind, words in the error, how the progress calls it)
+# What a failed login attempt says, first match wins: (kind, words in the error, how the progress calls it).
+# The permanent kinds come first: ssh prints "Permission denied (publickey)" after an ignored key file too.
 KINDS = (
+    ("host_key", ("host key verification failed", "remote host identification has changed",
+                  "has changed and you have requested strict checking", "you have requested strict checking"),
+     "SSH answers, its host key does not match known_hosts"),
+    ("key_file", ("unprotected private key file", "bad permissions", "no such identity", "not accessible:",
+                  "invalid format", "incorrect passphrase", "error in libcrypto"),
+     "the private key cannot be used"),
+    ("unresolvable", ("could not resolve hostname", "name or service not known", "no address associated with hostname",
+                      "nodename nor servname provided"), "the host name does not resolve"),
+    ("ssh_config", ("bad configuration option", "unsupported option", "garbage at end of line",
+                    "bad configuration options"), "ssh refuses its options"),
     ("key_refused", ("permission denied (", "authentication failed", "authenticationexception",
                      "no supported authentication methods"), "SSH answers, the key is refused"),
-    ("host_key", ("host key verification failed", "remote host identification has changed"),
-     "SSH answers, its host key does not match known_hosts"),
     ("become", ("sudo", "privilege escalation", "password is required", "become"), "logged in, sudo not allowed yet"),
     ("no_banner", ("banner exchange", "kex_exchange_identification", "connection closed by", "connection reset by"),
      "the port answers, SSH does not (no banner)"),
     ("port_closed", ("connection refused",), "no answer: port closed (connection refused)"),
-    ("no_answer", ("timed out", "timeout", "no route to host", "network is unreachable", "could not resolve",
-                   "name or service not known", "temporary failure in name resolution"),
+    ("no_answer", ("timed out", "timeout", "no route to host", "network is unreachable",
+                   "temporary failure in name resolution"),
      "no answer (timed out)"),
 )
 NO_ANSWER = ("no_answer", "port_closed", "no_banner")
+# Waiting cannot change these: the wait ends at the first one, with what to do.
+PERMANENT = {
+    "host_key": "The host's SSH key is not the one %(known_hosts)s holds for it: waiting cannot fix this. %(hint)s",
+    "key_file": "ssh cannot use the private key (%(key_file)s): it is missing, unreadable, too open (ssh ignores a "
+                "key that group or others can read: chmod 600) or not a private key. Fix the key file or "
+                "ansible_ssh_private_key_file.",
+    "unresolvable": "The host name %(host)s does not resolve: fix the address the inventory gives (ansible_host).",
+    "ssh_config": "ssh refuses its own options: fix ansible_ssh_common_args / ansible_ssh_args / ssh_args.",
+}
 
 
 def classify(error):
@@ -62,7 +81,8 @@ def banner(host, port, timeout):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("timeout", "sleep", "connect_timeout", "key_refused_hint", "no_answer_hint"))
+    _VALID_ARGS = frozenset(("timeout", "sleep", "connect_timeout", "key_refused_hint", "no_answer_hint",
+                             "host_key_hint"))
 
     def _login(self, task_vars):
         """One end-to-end attempt: a fresh connection, then the ping module (with the task's become)."""
@@ -123,6 +143,12 @@ class ActionModule(ActionBase):
                 kind, text = port_seen[0], dict((k, t) for k, _w, t in KINDS)[port_seen[0]]
             last = (kind, text, error, port_seen)
             waited = time.monotonic() - t0
+            if kind in PERMANENT:
+                seen[kind] = seen.get(kind, 0) + time.monotonic() - t_round
+                result.update(failed=True, elapsed=round(waited), last_error=error, kind=kind,
+                              seen=dict((k, round(v)) for k, v in seen.items()),
+                              msg=self._permanent(where, host, kind, error, args))
+                return result
             if said[0] != kind or waited - said[1] >= REPORT_EVERY:
                 display.display("[%s] waiting for the SSH login %s: %s: %d s of at most %d s"
                                 % (name, where, text, waited, timeout))
@@ -141,6 +167,33 @@ class ActionModule(ActionBase):
         if last:
             display.display("[%s] logged in as %s after %d s" % (name, where, elapsed))
         return result
+
+    def _ssh_option(self, name):
+        """The value of -o NAME=VALUE in the connection's ssh arguments (None when not given)."""
+        words = []
+        for opt in ("ssh_args", "ssh_common_args", "ssh_extra_args"):
+            try:
+                words += shlex.split(to_text(self._connection.get_option(opt) or ""))
+            except (KeyError, ValueError, AttributeError):
+                continue
+        for i, word in enumerate(words):
+            item = words[i + 1] if word == "-o" and i + 1 < len(words) else (word[2:] if word.startswith("-o") else "")
+            key, sep, value = item.partition("=")
+            if sep and key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+    def _permanent(self, where, host, kind, error, args):
+        try:
+            key_file = self._connection.get_option("private_key_file") or "ssh's default keys"
+        except (KeyError, AttributeError):
+            key_file = "ssh's default keys"
+        known = self._ssh_option("UserKnownHostsFile")
+        head = PERMANENT[kind] % dict(
+            known_hosts=known or "the known_hosts file ssh reads (~/.ssh/known_hosts)", key_file=key_file,
+            host=host, hint=args.get("host_key_hint") or "")
+        return " ".join(("SSH login to %s failed at once (%s). %s Last error: %s"
+                         % (where, dict((k, t) for k, _w, t in KINDS)[kind], head, error[:600])).split())
 
     @staticmethod
     def _message(where, elapsed, last, seen, args):

@@ -60,7 +60,7 @@ options:
     type: int
     default: 300
   interval:
-    description: Seconds between two requests while the keys are not published yet.
+    description: Most seconds between two requests while the keys are not published yet (the first pauses are 1, 2, 4 s).
     type: int
     default: 5
 notes:
@@ -178,13 +178,15 @@ def main():
         if not hosts:
             module.fail_json(msg="%s has no IP address to key the known_hosts lines by; pass hosts" % where, **result)
         t0 = time.monotonic()
+        pause = 1.0
         while True:
             result["attempts"] += 1
             keys = guest_host_keys(client, p["zone"], p["name"])
             result["elapsed"] = int(time.monotonic() - t0)
             if keys or time.monotonic() - t0 >= p["timeout"]:
                 break
-            time.sleep(min(p["interval"], max(0.0, p["timeout"] - (time.monotonic() - t0))))
+            time.sleep(min(pause, max(0.0, p["timeout"] - (time.monotonic() - t0))))
+            pause = min(pause * 2, p["interval"])
     except GceError as e:
         module.fail_json(msg="reading the SSH host keys of %s: %s" % (where, e), **result)
     if not keys:

@@ -20,6 +20,10 @@ description:
   - After a failed attempt over SSH (not through a proxy) it connects from the controller to the SSH port and
     reads the banner, so the failure can say whether SSH itself answered.
   - The failure message names what it saw last and for how long it saw each answer.
+  - "Errors that waiting cannot fix end the wait at the first attempt, with what to do: a host key that does not match
+    the known_hosts file (C(Host key verification failed.), C(REMOTE HOST IDENTIFICATION HAS CHANGED)), a private
+    key ssh cannot use (missing, unreadable, too open, wrong format), a host name that does not resolve, ssh
+    options ssh refuses. C(Permission denied (publickey)) is not one of them: it is waited through."
 author:
   - llmops team (@llmops)
 options:
@@ -37,6 +41,10 @@ options:
     default: 5
   key_refused_hint:
     description: Text added to the failure when the key was refused (for example the variables that set the user and key).
+    type: str
+    default: ""
+  host_key_hint:
+    description: Text added to the failure when the host key did not match (for example how the known_hosts file is made).
     type: str
     default: ""
   no_answer_hint:
@@ -71,7 +79,8 @@ elapsed:
   returned: always
   type: int
 seen:
-  description: Seconds each kind of answer was seen (V(key_refused), V(no_answer), V(port_closed), V(no_banner), V(become), ...).
+  description: Seconds each kind of answer was seen (V(key_refused), V(no_answer), V(port_closed), V(no_banner), V(become),
+    V(host_key), V(key_file), V(unresolvable), V(ssh_config), ...).
   returned: always
   type: dict
 kind:

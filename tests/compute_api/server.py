@@ -380,6 +380,9 @@ class ComputeApi(object):
         # publishes as guest attributes (POST /_admin/host-keys; tests read them from the test host's
         # /etc/ssh/ssh_host_*_key.pub)
         self.host_keys = {}
+        # address -> root directory of the test host at that address: its real /etc/ssh/ssh_host_*_key.pub are
+        # read at each lookup, as the guest agent reads them at boot (--host-keys ADDR=ROOT)
+        self.host_key_roots = {}
         # getGuestAttributes answers "not found" this many times after each boot before the keys appear
         # (the real guest agent writes them a little after the VM is RUNNING)
         self.host_keys_delay = 1
@@ -1341,7 +1344,8 @@ class ComputeApi(object):
         enabled = str(metadata_value(inst, "enable-guest-attributes") or "").strip().lower() == "true"
         addresses = [nic.get("networkIP") for nic in inst.get("networkInterfaces") or ()]
         addresses += [ac.get("natIP") for nic in inst.get("networkInterfaces") or () for ac in nic.get("accessConfigs") or ()]
-        keys = next((self.host_keys[a] for a in addresses if a in self.host_keys), None)
+        keys = next((self.host_keys[a] for a in addresses if a in self.host_keys), None) or \
+            next((self.read_host_keys(self.host_key_roots[a]) for a in addresses if a in self.host_key_roots), None)
         if not enabled or inst["status"] != "RUNNING" or not keys:
             raise not_found()
         misses = inst.get("_guest_attribute_misses", self.host_keys_delay)
@@ -1358,6 +1362,19 @@ class ComputeApi(object):
         else:
             out.update(queryPath=path, queryValue={"items": items})
         return out
+
+    @staticmethod
+    def read_host_keys(root):
+        """{type: base64} of the real host keys under ROOT/etc/ssh (ssh_host_*_key.pub), as the agent publishes them."""
+        keys = {}
+        ssh_dir = os.path.join(root, "etc", "ssh")
+        for name in sorted(os.listdir(ssh_dir)) if os.path.isdir(ssh_dir) else ():
+            if name.startswith("ssh_host_") and name.endswith("_key.pub"):
+                with open(os.path.join(ssh_dir, name)) as f:
+                    words = f.read().split()
+                if len(words) >= 2:
+                    keys[words[0]] = words[1]
+        return keys
 
     def _concurrent_change(self, p, fault):
         """Another client writes the instance just before this request: new tags/labels/metadata fingerprints,
@@ -1812,6 +1829,9 @@ def main(argv=None):
     ap.add_argument("--state", help="persist the state to this JSON file (loaded at start when it exists)")
     ap.add_argument("--host-pool", default="", help="IP[,IP...]: addresses of real test hosts; each inserted "
                                                     "instance takes the next free one as networkIP and natIP")
+    ap.add_argument("--host-keys", action="append", default=[], metavar="ADDR=ROOT",
+                    help="the VM at ADDR publishes the SSH host keys of the test host whose root directory is ROOT "
+                         "(ROOT/etc/ssh/ssh_host_*_key.pub) as guest attributes; repeatable")
     ap.add_argument("--project", action="append", dest="projects",
                     help="accept only these projects (repeatable; default: any)")
     ap.add_argument("--op-polls", type=int, default=2,
@@ -1841,6 +1861,11 @@ def main(argv=None):
         wait_hold=args.wait_hold, wait_early_every=args.wait_early_every)
     for rule in args.fault:
         server.add_faults(json.loads(rule))
+    for item in args.host_keys:
+        addr, sep, root = item.partition("=")
+        if not sep or not os.path.isdir(os.path.join(root, "etc", "ssh")):
+            ap.error("--host-keys %s: expected ADDR=ROOT with ROOT/etc/ssh holding the host keys" % item)
+        server.api.host_key_roots[addr.strip()] = root
     if args.seed:
         server.api.seed(args.seed, project=args.seed_project)
     if args.port_file:
