@@ -206,8 +206,7 @@ def main():
         module.fail_json(msg="cannot read %s: %s" % (path, e), **result)
     after = known_hosts_update(before, hosts, keys)
     result.update(host_keys=keys, hosts=hosts, changed=after != before)
-    if module._diff:
-        result["diff"] = dict(before=before, after=after, before_header=path, after_header=path)
+    result["diff"] = dict(before=before, after=after, before_header=path, after_header=path)
     if result["changed"] and not module.check_mode:
         try:
             write_atomic(path, after)
