@@ -159,20 +159,20 @@ def test_the_readme_quick_start_from_the_installed_collection(host, tmp_path):
     user_dir.mkdir()
     env = _env_without_config(HOME=str(home))
     # the collection as a user gets it
-    rc, out, _ = _run(["ansible-galaxy", "collection", "build", str(ROOT), "--output-path", str(tmp_path)],
-                      tmp_path, env, timeout=300)
+    rc, out, _wall = _run(["ansible-galaxy", "collection", "build", str(ROOT), "--output-path", str(tmp_path)],
+                          tmp_path, env, timeout=300)
     assert rc == 0, out
     tarball = next(tmp_path.glob("llmops-gce_vllm-*.tar.gz"))
-    rc, out, _ = _run(["ansible-galaxy", "collection", "install", str(tarball)], tmp_path, env, timeout=300)
+    rc, out, _wall = _run(["ansible-galaxy", "collection", "install", str(tarball)], tmp_path, env, timeout=300)
     assert rc == 0, out
     installed = home / ".ansible/collections/ansible_collections/llmops/gce_vllm"
     assert (installed / "MANIFEST.json").is_file(), out
     assert not (user_dir / "ansible.cfg").exists() and "ANSIBLE_CONFIG" not in env
 
     # what the image gives the VM (nvidia-smi, libcuda) and the vLLM stand-in wheel: test setup, from the checkout
-    rc, out, _ = _run([str(VENV_BIN / "ansible-playbook"), "-i", str(host["state"] / "inventory.yml"),
-                       "molecule/default/prepare.yml"], ROOT,
-                      dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")), timeout=600)
+    rc, out, _wall = _run([str(VENV_BIN / "ansible-playbook"), "-i", str(host["state"] / "inventory.yml"),
+                           "molecule/default/prepare.yml"], ROOT,
+                          dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")), timeout=600)
     assert rc == 0, out[-3000:]
 
     # README step 2: the inventory out of the installed collection, the vault file from vault.yml.example
@@ -184,8 +184,8 @@ def test_the_readme_quick_start_from_the_installed_collection(host, tmp_path):
     vault = inv / "group_vars" / "ai_server" / "vault.yml"
     vault.write_text("".join("%s: %s\n" % (k, os.urandom(16).hex()) for k in (
         "vault_vllm_server_api_key", "vault_ai_server_backend_internal_token", "vault_ai_server_api_key")))
-    rc, out, _ = _run(["ansible-vault", "encrypt", "--vault-password-file", str(vault_pass), str(vault)],
-                      user_dir, env, timeout=120)
+    rc, out, _wall = _run(["ansible-vault", "encrypt", "--vault-password-file", str(vault_pass), str(vault)],
+                          user_dir, env, timeout=120)
     assert rc == 0, out
     vars_file = inv / "group_vars" / "ai_server" / "vars.yml"
     vars_file.write_text(re.sub(r"(?m)^ai_server_backend_callback_base_url: .*$",
