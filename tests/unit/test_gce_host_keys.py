@@ -1,6 +1,7 @@
 """gce_host_keys: the VM's SSH host keys read through the (local) Compute API's guest attributes and written to a
 known_hosts file; the stand-in's getGuestAttributes answers as the real API does (404 until published)."""
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -142,3 +143,20 @@ def test_values_that_are_not_one_base64_key_are_dropped(server, tmp_path):
     publish(server, {key_type: key, "ssh-rsa": "not base64!", "ssh-dss": key}, delay=0)
     client = gce.GceClient(**gce.client_kwargs(auth_args(server)))
     assert gce.guest_host_keys(client, ZONE, "ai-server-l4") == {key_type: key}
+
+
+def test_the_shipped_inventory_points_ssh_at_the_file_provision_writes():
+    """inventories/gce (what a user copies out of the installed collection) gives ssh the role's known_hosts file
+    with strict checking, and sets gce_vllm_known_hosts_file to the role's default; nothing turns checking off."""
+    import yaml  # noqa: PLC0415
+
+    root = pathlib.Path(ROOT)
+    inv = yaml.safe_load((root / "inventories/gce/group_vars/all/vars.yml").read_text())
+    defaults = yaml.safe_load((root / "roles/gce_vllm/defaults/main.yml").read_text())
+    assert inv["gce_vllm_known_hosts_file"] == defaults["gce_vllm_known_hosts_file"]
+    args = " ".join(inv["ansible_ssh_common_args"].split())
+    assert "-o UserKnownHostsFile={{ gce_vllm_known_hosts_file | expanduser | quote }}" in args, args
+    assert "-o StrictHostKeyChecking=yes" in args, args
+    for path in (root / "inventories").rglob("*.yml"):
+        text = path.read_text()
+        assert "StrictHostKeyChecking=no" not in text and "UserKnownHostsFile=/dev/null" not in text, path
