@@ -1,0 +1,1 @@
+"""A minimal AI server laid out as a package (ASGI object: app.main:app)."""
