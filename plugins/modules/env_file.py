@@ -12,12 +12,12 @@ short_description: Write a KEY=VALUE environment file holding secrets, with a di
 version_added: "0.2.0"
 description:
   - Writes O(content) (a systemd C(EnvironmentFile) or a python-dotenv C(.env), for example a rendered template) to
-    O(path), atomically, with the given owner, group and mode (default V(0600)): a new file never exists with
+    O(path), atomically, with the given owner, group and mode (default V(0600)); a new file never exists with
     another mode than O(mode).
   - Unlike M(ansible.builtin.template) with C(no_log), a change stays visible. In diff mode the diff shows every
-    line, but the value of each key in O(secret_keys) as C(********) (C(******** (changed)) when that value changed);
-    R(changed_keys,ansible_collections.llmops.gce_vllm.env_file_module#return-changed_keys) names the keys that changed. O(content) is
-    never logged and the secret values (old and new) are masked in anything the module returns.
+    line, but the value of each key in O(secret_keys) as C(********), followed by the word changed in parentheses
+    on the after side when that value changed; RV(changed_keys) names the keys that changed. O(content) is never
+    logged and the secret values (old and new) are masked in anything the module returns.
 author:
   - llmops team (@llmops)
 options:
@@ -110,7 +110,10 @@ def main():
         module.fail_json(msg="Cannot read %s: %s" % (path, to_native(exc)))
     if before is not None and os.path.isdir(path):
         module.fail_json(msg="%s is a directory" % path)
-    # old and new secret values: masked in whatever this module returns, should one slip into a message
+    # What is masked in whatever this module returns: the old and new secret values, not the whole content (no_log
+    # only so that ansible-core never logs it, the journal included): a diff of a file without secrets is the
+    # content itself and would print as VALUE_SPECIFIED_IN_NO_LOG_PARAMETER.
+    module.no_log_values.discard(content)
     module.no_log_values.update(ef.secret_values(before or "", secret_keys) + ef.secret_values(content, secret_keys))
 
     keys = ef.changed_keys(before or "", content)

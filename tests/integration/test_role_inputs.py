@@ -70,6 +70,14 @@ CASES = [
                                                                     {"path": "/version", "sources": ["10.1.2.3/8"]}]},
      ["vllm_server_open_paths[0]: path '/metrics*'", "vllm_server_open_paths[1]: source '10.1.2.3/8'"]),
     ("backend-port-is-public-port", {"vllm_server_backend_port": 8001}, ["vllm_server_backend_port (8001)"]),
+    # issue 15, item 9: the app layouts, its entry point and the extra .env keys (several wrong at once: all named)
+    ("app-layout-module-env-extra", {"ai_server_app_module": "app.main:app", "ai_server_app_layout": "uv_project",
+                                     "ai_server_venv_tool": "pip", "ai_server_env_extra": {"VLLM_API_KEY": "x", "bad-key": "y"}},
+     ["ai_server_app_module (app.main:app) names app/main.py", "set ai_server_venv_tool: uv", "lacks pyproject.toml or uv.lock",
+      "ai_server_env_extra / ai_server_env_extra_secret keys", "VLLM_API_KEY, bad-key"]),
+    ("app-module-not-module-colon-attr", {"ai_server_app_module": "main", "ai_server_env_extra": {"A": "it's\nbad"}},
+     ["ai_server_app_module (main) must be uvicorn's MODULE:ATTRIBUTE", "ai_server_env_extra values", "['A']"]),
+    ("env-extra-secret-placeholder", {"ai_server_env_extra_secret": {"APP_SIGNING_KEY": "changeme"}}, ["ai_server_env_extra_secret"]),
     ("tls-certificate-without-key", {"vllm_server_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"},
      ["vllm_server_tls_certificate and vllm_server_tls_key go together"]),
 ]
@@ -175,6 +183,50 @@ def test_each_role_validates_once_per_play(converged):
         assert res.stdout.count(f"TASK [{task}]") == 1, f"{task!r} did not run exactly once:\n{res.stdout[-3000:]}"
 
 
+def _changed_tasks(out: str) -> list[str]:
+    """The tasks a run reports changed, from the default callback's output (TASK header, then `changed:` lines)."""
+    tasks, task = [], None
+    for line in out.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.rfind("]")]
+        elif line.startswith("changed:") and task is not None:
+            tasks.append(task)
+    return tasks
+
+
+def _task_output(out: str, task: str) -> str:
+    """What the default callback printed under the TASK header that contains `task` (its diff, its result)."""
+    start = out.find(task)
+    return out[start:out.find("\nTASK [", start)] if start >= 0 else f"(no task {task!r})"
+
+
+def test_one_change_is_its_writes_and_one_restart_with_a_masked_diff(converged):
+    """Issue 15, item 6: from the converged host (the test above ran changed=0), one non-secret change per file
+    reports exactly the file writes and one restart per service; --diff shows the plain keys of vllm.env and .env
+    and masks the secret values, never printing one."""
+    token = "t0k-" + os.urandom(12).hex()   # a rotated secret: the line shows as changed, neither value
+    extra = {"vllm_server_max_model_len": 4096, "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "1"},
+             "ai_server_http_timeout_sec": 31, "ai_server_backend_internal_token": token}
+    res = _playbook(converged, CONVERGE, extra, ("--diff",))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    changed = _changed_tasks(res.stdout)
+    vllm = [t for t in changed if t.endswith(" vllm")]
+    ai = [t for t in changed if t.endswith(" ai-server")]
+    assert len(changed) == 5 and len(vllm) == 3 and len(ai) == 2, changed
+    assert sum("(re)start" in t for t in changed) == 2, changed
+    assert "changed=5" in res.stdout, res.stdout[-2000:]
+    # the diffs: plain keys shown, the secret key shown as changed, its values never
+    vllm_env = _task_output(out, "Write the environment file (secrets masked in the diff, mode 0600) of vllm]")
+    assert '-VLLM_STANDIN_STARTUP_DELAY="2"' in vllm_env and '+VLLM_STANDIN_STARTUP_DELAY="1"' in vllm_env, vllm_env
+    ai_env = _task_output(out, "Write the environment file (secrets masked in the diff, mode 0600) of ai-server]")
+    assert "-HTTP_TIMEOUT_SEC=30" in ai_env and "+HTTP_TIMEOUT_SEC=31" in ai_env, ai_env
+    assert "-BACKEND_INTERNAL_TOKEN=********\n" in ai_env and "+BACKEND_INTERNAL_TOKEN=******** (changed)" in ai_env, ai_env
+    assert "--max-model-len 4096" in _task_output(out, "Write the unit, verified by systemd-analyze, of vllm]")
+    for secret in [*GOOD.values(), token]:
+        assert secret not in out, "a secret leaked into the output"
+
+
 def test_a_role_alone_still_validates_itself(converged):
     """Without a playbook's validation pass the role's own main.yml checks its inputs before any change."""
     out = _assert_refused(converged, {"vllm_server_api_key": "changeme"}, ["vllm_server_api_key", "placeholder"],
@@ -255,5 +307,36 @@ def test_ai_server_from_an_archive_with_pip(converged, tmp_path):
     assert _sh(converged, "ls /app/ai-server/.llmops-applied /app/ai-server/.venv/.llmops-requirements 2>/dev/null || true").strip() == ""
     status = _sh(converged, "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8000/health\").status)'")
     assert status.strip() == "200"
+    again = _playbook(converged, CONVERGE, extra)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+
+
+
+UV_APP = ROOT / "examples" / "ai-server-uv"
+
+
+def test_ai_server_deploys_a_uv_project_package_app_with_extra_env(converged):
+    """Issue 15, item 9: the other app layout (a package, pyproject.toml + uv.lock, `uv sync --frozen`) with its entry
+    point app.main:app and extra .env keys, one of them secret: the app answers on /health with the plain key's value
+    and sees the secret; the venv holds exactly the lock without its dev group; the rerun changes nothing."""
+    greeting = "hello-from-a-uv-project"
+    signing_key = "sk-" + os.urandom(12).hex()
+    extra = {"ai_server_app_source": str(UV_APP), "ai_server_app_layout": "uv_project", "ai_server_app_module": "app.main:app",
+             "ai_server_env_extra": {"APP_GREETING": greeting}, "ai_server_env_extra_secret": {"APP_SIGNING_KEY": signing_key}}
+    res = _playbook(converged, CONVERGE, extra, ("--diff",))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    assert signing_key not in out and "+APP_SIGNING_KEY=******** (changed)" in out, out[-5000:]
+    assert f"+APP_GREETING='{greeting}'" in out, out[-5000:]
+    # the process reads them: /health through the proxy on the public port (open without the key)
+    body = _sh(converged, "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8000/health\").read().decode())'")
+    health = json.loads(body)
+    assert health["greeting"] == greeting and health["signing_key_set"] is True, health
+    env = _sh(converged, "stat -c '%a %U' /app/ai-server/.env; grep -c \"^APP_SIGNING_KEY='\" /app/ai-server/.env").split("\n")
+    assert env[0].split() == ["600", "aiserver"] and env[1] == "1", env
+    site = _sh(converged, "ls /app/ai-server/.venv/lib/python3*/site-packages/")
+    assert "fastapi-0.162.5.dist-info" in site and "pytest" not in site, site   # the lock, without the dev group
+    unit = _sh(converged, "systemctl show -p ExecStart --value ai-server")
+    assert "app.main:app" in unit, unit
     again = _playbook(converged, CONVERGE, extra)
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]

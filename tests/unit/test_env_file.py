@@ -91,3 +91,14 @@ def test_masked_keeps_comments_quotes_and_export():
     out = ef.masked(text, ["VLLM_API_KEY"])
     assert out == "# VLLM_API_KEY=not-a-value\nexport VLLM_API_KEY=********\nA=1\n"
     assert ef.secret_values(text, ["VLLM_API_KEY"]) == ["'abc12345'", "abc12345"]
+
+
+def test_a_file_without_secrets_still_shows_its_diff(tmp_path):
+    """vllm.env behind the proxy holds no secret: the masked text is the content itself, which must still show
+    (the content parameter is no_log: ansible-core would print VALUE_SPECIFIED_IN_NO_LOG_PARAMETER instead)."""
+    path = tmp_path / "vllm.env"
+    _run(path, "# managed\nVLLM_STANDIN_STARTUP_DELAY=\"2\"\n")
+    failed, res = _run(path, "# managed\nVLLM_STANDIN_STARTUP_DELAY=\"1\"\n")
+    assert not failed and res["changed_keys"] == ["VLLM_STANDIN_STARTUP_DELAY"]
+    assert res["diff"]["after"] == "# managed\nVLLM_STANDIN_STARTUP_DELAY=\"1\"\n", res["diff"]
+    assert res["diff"]["before"] == "# managed\nVLLM_STANDIN_STARTUP_DELAY=\"2\"\n", res["diff"]
