@@ -311,7 +311,6 @@ def test_ai_server_from_an_archive_with_pip(converged, tmp_path):
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
 
 
-
 UV_APP = ROOT / "examples" / "ai-server-uv"
 
 

@@ -105,7 +105,8 @@ def test_no_secret_in_the_vvv_log_of_a_full_run(deployment, secrets_):
     found = _found(text, secrets_)
     lib.record("secrets", where="`ansible-playbook -vvv` output of the first full converge",
                how="substring search of %d KB of log" % (len(text) // 1024), found=len(found))
-    assert "TASK [llmops.gce_vllm.venv_service : Write the environment file (secrets masked in the diff, mode 0600) of vllm]" in text, "the -vvv log is not a full run"
+    assert "TASK [llmops.gce_vllm.venv_service : Write the environment file (secrets masked in the diff, mode 0600) of vllm]" in text, \
+        "the -vvv log is not a full run"
     assert not found, "secrets in the -vvv log: %s" % found
 
 
