@@ -183,50 +183,6 @@ def test_each_role_validates_once_per_play(converged):
         assert res.stdout.count(f"TASK [{task}]") == 1, f"{task!r} did not run exactly once:\n{res.stdout[-3000:]}"
 
 
-def _changed_tasks(out: str) -> list[str]:
-    """The tasks a run reports changed, from the default callback's output (TASK header, then `changed:` lines)."""
-    tasks, task = [], None
-    for line in out.splitlines():
-        if line.startswith("TASK ["):
-            task = line[6:line.rfind("]")]
-        elif line.startswith("changed:") and task is not None:
-            tasks.append(task)
-    return tasks
-
-
-def _task_output(out: str, task: str) -> str:
-    """What the default callback printed under the TASK header that contains `task` (its diff, its result)."""
-    start = out.find(task)
-    return out[start:out.find("\nTASK [", start)] if start >= 0 else f"(no task {task!r})"
-
-
-def test_one_change_is_its_writes_and_one_restart_with_a_masked_diff(converged):
-    """Issue 15, item 6: from the converged host (the test above ran changed=0), one non-secret change per file
-    reports exactly the file writes and one restart per service; --diff shows the plain keys of vllm.env and .env
-    and masks the secret values, never printing one."""
-    token = "t0k-" + os.urandom(12).hex()   # a rotated secret: the line shows as changed, neither value
-    extra = {"vllm_server_max_model_len": 4096, "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "1"},
-             "ai_server_http_timeout_sec": 31, "ai_server_backend_internal_token": token}
-    res = _playbook(converged, CONVERGE, extra, ("--diff",))
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-4000:]
-    changed = _changed_tasks(res.stdout)
-    vllm = [t for t in changed if t.endswith(" vllm")]
-    ai = [t for t in changed if t.endswith(" ai-server")]
-    assert len(changed) == 5 and len(vllm) == 3 and len(ai) == 2, changed
-    assert sum("(re)start" in t for t in changed) == 2, changed
-    assert "changed=5" in res.stdout, res.stdout[-2000:]
-    # the diffs: plain keys shown, the secret key shown as changed, its values never
-    vllm_env = _task_output(out, "Write the environment file (secrets masked in the diff, mode 0600) of vllm]")
-    assert '-VLLM_STANDIN_STARTUP_DELAY="2"' in vllm_env and '+VLLM_STANDIN_STARTUP_DELAY="1"' in vllm_env, vllm_env
-    ai_env = _task_output(out, "Write the environment file (secrets masked in the diff, mode 0600) of ai-server]")
-    assert "-HTTP_TIMEOUT_SEC=30" in ai_env and "+HTTP_TIMEOUT_SEC=31" in ai_env, ai_env
-    assert "-BACKEND_INTERNAL_TOKEN=********\n" in ai_env and "+BACKEND_INTERNAL_TOKEN=******** (changed)" in ai_env, ai_env
-    assert "--max-model-len 4096" in _task_output(out, "Write the unit, verified by systemd-analyze, of vllm]")
-    for secret in [*GOOD.values(), token]:
-        assert secret not in out, "a secret leaked into the output"
-
-
 def test_a_role_alone_still_validates_itself(converged):
     """Without a playbook's validation pass the role's own main.yml checks its inputs before any change."""
     out = _assert_refused(converged, {"vllm_server_api_key": "changeme"}, ["vllm_server_api_key", "placeholder"],
@@ -270,6 +226,50 @@ def test_wrong_gpu_host_fails_clearly_and_changes_nothing(converged, setup, undo
         _assert_refused(converged, {}, words)
     finally:
         _sh(converged, undo)
+
+
+def _changed_tasks(out: str) -> list[str]:
+    """The tasks a run reports changed, from the default callback's output (TASK header, then `changed:` lines)."""
+    tasks, task = [], None
+    for line in out.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.rfind("]")]
+        elif line.startswith("changed:") and task is not None:
+            tasks.append(task)
+    return tasks
+
+
+def _task_output(out: str, task: str) -> str:
+    """What the default callback printed under the TASK header that contains `task` (its diff, its result)."""
+    start = out.find(task)
+    return out[start:out.find("\nTASK [", start)] if start >= 0 else f"(no task {task!r})"
+
+
+def test_one_change_is_its_writes_and_one_restart_with_a_masked_diff(converged):
+    """Issue 15, item 6: from the converged host (the tests above change nothing; the ones below converge with
+    settings of their own), one change per file reports exactly the file writes and one restart per service;
+    --diff shows the plain keys of vllm.env and .env and masks the secret values, never printing one."""
+    token = "t0k-" + os.urandom(12).hex()   # a rotated secret: the line shows as changed, neither value
+    extra = {"vllm_server_max_model_len": 4096, "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "1"},
+             "ai_server_http_timeout_sec": 31, "ai_server_backend_internal_token": token}
+    res = _playbook(converged, CONVERGE, extra, ("--diff",))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    changed = _changed_tasks(res.stdout)
+    vllm = [t for t in changed if t.endswith(" vllm")]
+    ai = [t for t in changed if t.endswith(" ai-server")]
+    assert len(changed) == 5 and len(vllm) == 3 and len(ai) == 2, changed
+    assert sum("(re)start" in t for t in changed) == 2, changed
+    assert "changed=5" in res.stdout, res.stdout[-2000:]
+    # the diffs: plain keys shown, the secret key shown as changed, its values never
+    vllm_env = _task_output(out, "Write the environment file (secrets masked in the diff, mode 0600) of vllm]")
+    assert '-VLLM_STANDIN_STARTUP_DELAY="2"' in vllm_env and '+VLLM_STANDIN_STARTUP_DELAY="1"' in vllm_env, vllm_env
+    ai_env = _task_output(out, "Write the environment file (secrets masked in the diff, mode 0600) of ai-server]")
+    assert "-HTTP_TIMEOUT_SEC=30" in ai_env and "+HTTP_TIMEOUT_SEC=31" in ai_env, ai_env
+    assert "-BACKEND_INTERNAL_TOKEN=********\n" in ai_env and "+BACKEND_INTERNAL_TOKEN=******** (changed)" in ai_env, ai_env
+    assert "--max-model-len 4096" in _task_output(out, "Write the unit, verified by systemd-analyze, of vllm]")
+    for secret in [*GOOD.values(), token]:
+        assert secret not in out, "a secret leaked into the output"
 
 
 def test_lora_modules_reach_vllm_as_one_json_argument_each(converged):
