@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 DOCUMENTATION = r'''
 ---
 name: placeholder_secret
@@ -59,6 +61,9 @@ PLACEHOLDERS = frozenset((
     "null",
 ))
 PLACEHOLDER_PREFIXES = ("your-", "your_")
+# Domains reserved for documentation and testing (RFC 2606, RFC 6761): no real backend lives under them.
+PLACEHOLDER_DOMAINS = ("example.com", "example.net", "example.org")
+PLACEHOLDER_TLDS = ("example", "invalid", "test")
 
 
 def placeholder_secret(value):
@@ -69,8 +74,25 @@ def placeholder_secret(value):
     return word in PLACEHOLDERS or word.startswith(PLACEHOLDER_PREFIXES)
 
 
+def placeholder_url(value):
+    """True when the URL's host is a placeholder: under example.com/.net/.org, a .example, .invalid or .test name,
+    or a your-... name (the runbook's your-backend.example.com). See placeholder_url.yml."""
+    if not isinstance(value, str):
+        return False
+    try:
+        host = (urlsplit(value.strip()).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if not host:
+        return False
+    labels = host.split(".")
+    return (any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS)
+            or labels[-1] in PLACEHOLDER_TLDS
+            or any(label.startswith(PLACEHOLDER_PREFIXES) for label in labels))
+
+
 class TestModule:
     """The collection's test plugins."""
 
     def tests(self):
-        return {"placeholder_secret": placeholder_secret}
+        return {"placeholder_secret": placeholder_secret, "placeholder_url": placeholder_url}
