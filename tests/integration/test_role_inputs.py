@@ -24,6 +24,7 @@ STANDIN = ROOT / "tests" / "standin"
 CONVERGE = ROOT / "molecule" / "default" / "converge.yml"
 VALIDATE_ONLY = Path(__file__).with_name("validate_only.yml")
 ROLE_ALONE = Path(__file__).with_name("role_alone.yml")
+ROLE_PARAMS = Path(__file__).with_name("role_params.yml")
 
 SNAPSHOT = r"""
 set -u
@@ -78,6 +79,11 @@ CASES = [
     ("app-module-not-module-colon-attr", {"ai_server_app_module": "main", "ai_server_env_extra": {"A": "it's\nbad"}},
      ["ai_server_app_module (main) must be uvicorn's MODULE:ATTRIBUTE", "ai_server_env_extra values", "['A']"]),
     ("env-extra-secret-placeholder", {"ai_server_env_extra_secret": {"APP_SIGNING_KEY": "changeme"}}, ["ai_server_env_extra_secret"]),
+    # placeholder callback hosts, refused like placeholder secrets (issue 15, item 5)
+    ("callback-url-example-com", {"ai_server_backend_callback_base_url": "https://backend.example.com/api"},
+     ["ai_server_backend_callback_base_url (https://backend.example.com/api) is a placeholder"]),
+    ("callback-url-invalid", {"ai_server_backend_callback_base_url": "https://callbacks.invalid/api"},
+     ["ai_server_backend_callback_base_url (https://callbacks.invalid/api) is a placeholder"]),
     ("tls-certificate-without-key", {"vllm_server_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"},
      ["vllm_server_tls_certificate and vllm_server_tls_key go together"]),
 ]
@@ -198,6 +204,50 @@ def test_a_phase_tag_still_validates_every_role_first(converged):
     assert res.returncode == 0 and "changed=0" in res.stdout, res.stdout[-3000:]
     assert "TASK [llmops.gce_vllm.venv_service : Write the unit, verified by systemd-analyze, of ai-server]" in res.stdout
     assert "TASK [llmops.gce_vllm.venv_service : Write the unit, verified by systemd-analyze, of vllm]" not in res.stdout
+
+
+def test_a_typo_warns_naming_the_real_variable(converged):
+    """issue 15, item 3: an undeclared name with a role's prefix warns (once) and names the closest declared one."""
+    res = _playbook(converged, VALIDATE_ONLY, {"vllm_server_max_model_length": 4096, "_vllm_server_private": 1})
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 0, out[-3000:]
+    assert out.count("vllm_server_max_model_length is not a variable of any llmops.gce_vllm role") == 1, out[-3000:]
+    assert "did you mean vllm_server_max_model_len?" in out
+    assert "_vllm_server_private" not in out
+
+
+def test_a_role_parameter_another_role_reads_is_refused_before_any_change(converged):
+    """issue 15, item 4: vllm_server_port as a parameter of vllm_server only; the wiring (ai_server) cannot see it."""
+    out = _assert_refused(converged, {}, ["vllm_server_port is set only on role llmops.gce_vllm.vllm_server",
+                                          "service_wiring.yml", "at play level"], playbook=ROLE_PARAMS)
+    assert "TASK [llmops.gce_vllm.gpu_host : Check the names and the scope" in out
+
+
+def test_missing_vault_and_required_inputs_fail_in_one_line_each(tmp_path):
+    """issue 15, item 5: configure.yml with the shipped inventories/gce group_vars and no vault file, and without the
+    required callback URL: one line per problem, before any login, no argument spec dumped. No host is contacted
+    (192.0.2.1 is TEST-NET-1)."""
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "group_vars" / "ai_server").mkdir()
+    vars_text = (ROOT / "inventories" / "gce" / "group_vars" / "ai_server" / "vars.yml").read_text()
+    (inv / "group_vars" / "ai_server" / "vars.yml").write_text(
+        "\n".join(l for l in vars_text.splitlines() if not l.startswith("ai_server_backend_callback_base_url")) + "\n")
+    (inv / "hosts.yml").write_text("ai_server:\n  hosts:\n    vm:\n      ansible_host: 192.0.2.1\n")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"))
+    env.pop("ANSIBLE_CONFIG", None)   # what a new user has: no ansible.cfg, core's default (JSON) result format
+    res = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inv), "llmops.gce_vllm.configure"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    flat = " ".join(out.split())
+    for words in ("vllm_server_api_key cannot be read: vault_vllm_server_api_key is undefined: create the vault file "
+                  "group_vars/ai_server/vault.yml of your inventory from vault.yml.example",
+                  "--ask-vault-pass or --vault-password-file FILE",
+                  "ai_server_backend_callback_base_url is required (role llmops.gce_vllm.ai_server) and not set"):
+        assert words in flat, f"{words!r} not in:\n{out[-3000:]}"
+    assert "argument_spec" not in out and "Wait until the VM lets Ansible log in" not in out, out[-3000:]
+    assert len(out) < 4000, f"{len(out)} characters for two problems:\n{out}"
 
 
 # Bad hosts rather than bad variables: the GPU checks come before any change too.

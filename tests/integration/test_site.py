@@ -183,6 +183,66 @@ def test_provision_good_input_reaches_the_api(provision_runs):
     assert _requests_of("good-input"), "validation did not let good input through:\n%s" % out[-3000:]
 
 
+# site.yml: without a llmops.gce_vllm.gce inventory source for the project (or with its vault file missing) it
+# stops before provision's first API call (issue 15, item 2): nothing is created, nothing billed.
+SITE_INVENTORIES = [
+    ("site-no-inventory", None, ["none of its sources", "is a llmops.gce_vllm.gce inventory file", "Nothing was created",
+                                 "ansible-galaxy collection list llmops.gce_vllm", "/inventories/gce ./inventory-gce"]),
+    ("site-host-list", "localhost,", ["none of its sources (localhost,)", "Nothing was created"]),
+    ("site-other-project", "other-project", ["do not list project llmops-test", "lists other-project"]),
+    ("site-no-vault-file", "gce-copy", ["reads vault_ai_server_api_key", "ansible-vault create", "vault.yml.example",
+                                        "--ask-vault-pass", "Nothing was created"]),
+]
+
+
+@pytest.mark.parametrize("case,inventory,words", SITE_INVENTORIES, ids=[c[0] for c in SITE_INVENTORIES])
+def test_site_without_a_gce_inventory_calls_no_api(recorder, tmp_path, case, inventory, words):
+    extra = dict(GOOD_INPUT, gce_vllm_ssh_user="ansible")
+    varfile = tmp_path / "vars.json"
+    varfile.write_text(json.dumps(extra))
+    args = ["ansible-playbook", "playbooks/site.yml", "-e", "@%s" % varfile]
+    env = _env(GCE_API_ENDPOINT=_endpoint(recorder, case))
+    env.pop("GCP_PROJECT", None)
+    if inventory is None:             # no -i and no ansible.cfg inventory: what a new user gets
+        env["ANSIBLE_INVENTORY"] = str(tmp_path / "absent-hosts")
+    elif inventory == "other-project":
+        (tmp_path / "inv").mkdir()
+        (tmp_path / "inv" / "gce.yml").write_text("plugin: llmops.gce_vllm.gce\nprojects: [other-project]\n")
+        args += ["-i", str(tmp_path / "inv")]
+    elif inventory == "gce-copy":     # the shipped inventories/gce for the project, before its vault file exists
+        shutil.copytree(ROOT / "inventories" / "gce", tmp_path / "inv")
+        env["GCP_PROJECT"] = GOOD_INPUT["gce_vllm_project"]
+        args += ["-i", str(tmp_path / "inv")]
+    else:
+        args += ["-i", inventory]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    flat = " ".join(out.split())
+    assert proc.returncode != 0, "%s: site.yml went on:\n%s" % (case, out[-3000:])
+    missing = [w for w in words if w not in flat]
+    assert not missing, "%s: the failure does not say %s:\n%s" % (case, missing, out[-3000:])
+    assert not _CHANGING_TASK.search(out) and "gce_vllm : Preflight" not in out, "%s: got to provision" % case
+    assert _requests_of(case) == [], "%s: the Compute API was called: %s" % (case, _requests_of(case))
+
+
+def test_site_runs_by_fqcn_with_the_gce_inventory_up_to_the_api(recorder, tmp_path):
+    """Positive control: `ansible-playbook llmops.gce_vllm.site` (no ansible.cfg) with the shipped inventory, its vault
+    keys given, passes the inventory check and reaches provision's first API call (the recorder answers 403)."""
+    shutil.copytree(ROOT / "inventories" / "gce", tmp_path / "inv")
+    extra = dict(GOOD_INPUT, gce_vllm_ssh_user="ansible", vault_vllm_server_api_key="k3y-8f1d2c3b4a5e",
+                 vault_ai_server_backend_internal_token="t0k-8f1d2c3b4a5e", vault_ai_server_api_key="a1k-8f1d2c3b4a5e")
+    varfile = tmp_path / "vars.json"
+    varfile.write_text(json.dumps(extra))
+    env = _env(GCE_API_ENDPOINT=_endpoint(recorder, "site-fqcn"), GCP_PROJECT=GOOD_INPUT["gce_vllm_project"],
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"))
+    env.pop("ANSIBLE_CONFIG")
+    proc = subprocess.run(["ansible-playbook", "llmops.gce_vllm.site", "-i", str(tmp_path / "inv"), "-e", "@%s" % varfile],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert "gce_vllm : Preflight" in out, out[-3000:]
+    assert _requests_of("site-fqcn"), "the inventory check did not let a good inventory through:\n%s" % out[-3000:]
+
+
 # stop / start / teardown: (id, playbook, overrides, words). Each checks what it needs before any API call.
 TARGET_INPUTS = [
     ("teardown-zone-is-a-region", "teardown", {"gce_vllm_zone": "asia-northeast3"}, ["gce_vllm_zone 'asia-northeast3' is not a zone"]),

@@ -39,3 +39,28 @@ def test_documentation_is_valid_yaml_naming_the_plugin():
     assert doc["name"] == "placeholder_secret"
     assert yaml.safe_load(plugin.RETURN)["_value"]["type"] == "bool"
     assert "llmops.gce_vllm.placeholder_secret" in plugin.EXAMPLES
+
+
+# placeholder_url: the callback URL rule, beside the placeholder secrets (issue 15, item 5)
+@pytest.mark.parametrize("url", [
+    "https://backend.example.com/api",          # the sample inventory's (accepted before issue 15)
+    "https://your-backend.example.com/api",     # the runbook's
+    "https://EXAMPLE.ORG/api", "http://api.example.net:8080/api", "https://example.com./api",
+    "https://backend.invalid/api", "https://backend.example/api", "http://callbacks.test/api",
+    "https://your-backend/api",
+])
+def test_placeholder_urls_are_recognised(url):
+    assert plugin.placeholder_url(url) is True
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/api", "https://backend.corp.internal/api", "https://api.mycompany.com/api",
+    "https://notexample.com/api", "https://example.com.mycompany.net/api", "https://testing.io/api",
+    "", "not a url", None, 8080,
+])
+def test_real_urls_and_non_strings_are_not(url):
+    assert plugin.placeholder_url(url) is False
+
+
+def test_placeholder_url_resolves_by_fqcn():
+    assert test_loader.get("llmops.gce_vllm.placeholder_url") is not None
