@@ -142,7 +142,6 @@ def scope_problems(play_roles, readers, roles):
 def role_short_name(role_obj):
     """The collection role's short name of a Role object, or None for a role of somewhere else."""
     path = to_text(getattr(role_obj, "_role_path", "") or "")
-    name = to_text(role_obj.get_name(include_role_fqcn=False) if hasattr(role_obj, "get_name") else "")
     roles_dir = os.path.join(COLLECTION_ROOT, "roles")
     if path and os.path.realpath(os.path.dirname(path)) == os.path.realpath(roles_dir):
         return os.path.basename(path)
@@ -222,7 +221,9 @@ class ActionModule(ActionBase):
                     # the first line only: the exception's own text (an undef() hint says what to create), never the value
                     errors.append("%s cannot be read: %s" % (name, to_text(exc.message if hasattr(exc, "message") else exc).splitlines()[0]))
 
-        result.update(changed=False, unknown=list(warnings))
+        # the roles' validate.yml skip this check when this play already ran it (once per play, warnings once)
+        result.update(changed=False, unknown=list(warnings),
+                      ansible_facts={"_gce_vllm_variables_checked": to_text(task_vars.get("ansible_play_name", ""))})
         if warnings:
             result["warnings"] = warnings
         if errors:   # the problems only, one a line: no argument spec in the output
