@@ -12,13 +12,13 @@ short_description: Check the names of the variables a play sets for the collecti
 version_added: "0.2.0"
 description:
   - Runs on the controller only (an action plugin); reads the collection's C(roles/*/meta/argument_specs.yml) once.
-  - Warns on every variable whose name has a role's prefix (the role's name and C(_): C(gpu_host_), C(vllm_server_),
+  - Warns on every variable whose name has a role's prefix (the role's name and C(_), such as C(gpu_host_), C(vllm_server_),
     C(ai_server_), C(gce_vllm_), C(auth_proxy_), ...) that no argument spec of the collection declares, naming the
     closest declared one (a typo such as C(vllm_server_max_model_length) otherwise passes silently and the default is used).
     Private names (a leading C(_)) and the names of registered results and M(ansible.builtin.set_fact) are not checked.
   - Fails when a value is set only on one role of the play (as a role parameter or under the role entry's C(vars:)) while
     something outside that role reads it (another role of the play, or the play's C(vars)/C(vars_files), such as the
-    configure play's C(playbooks/vars/service_wiring.yml)): Ansible shows a role's parameters to that role only.
+    configure play's C(playbooks/vars/service_wiring.yml)), as Ansible shows a role's parameters to that role only.
   - Fails when a required option of the entry point O(entry_point) of a role in O(roles) is not set, or cannot be
     templated (for example an undefined C(vault_...) variable), with one line per problem instead of the argument
     spec's whole text.

@@ -13,9 +13,9 @@ version_added: "0.2.0"
 description:
   - Runs on the controller only (an action plugin), before C(llmops.gce_vllm.site) calls the Compute API.
   - Fails unless one of the inventory sources (C(ansible_inventory_sources), the C(-i) paths; a directory's files)
-    is a C(*gce.yml) file with C(plugin: llmops.gce_vllm.gce) that lists O(project) in C(projects) (or lists none while
+    is a C(*gce.yml) file whose C(plugin) is C(llmops.gce_vllm.gce) and that lists O(project) in C(projects) (or lists none while
     E(GCP_PROJECT) is O(project)). The message says how to copy C(inventories/gce) out of the installed collection.
-  - Then, for each source directory with C(group_vars/)O(group): a file there encrypted with ansible-vault must be readable
+  - Then, for each source directory with C(group_vars/)O(group), a file there encrypted with ansible-vault must be readable
     (else it says to pass C(--ask-vault-pass), C(--vault-password-file) or E(ANSIBLE_VAULT_PASSWORD_FILE)), and every
     C(vault_*) name its plain files read must be defined by a file there (else it says to create C(vault.yml) from
     C(vault.yml.example)).
