@@ -153,7 +153,7 @@ class ActionModule(ActionBase):
 
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(("roles", "entry_point", "check_scope", "warn_unknown"))
+    _VALID_ARGS = frozenset(("roles", "entry_point", "check_scope", "warn_unknown", "once_per_play"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -168,6 +168,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("check_variables: roles %s are not roles of %s (it has %s)" % (", ".join(bad), COLLECTION, ", ".join(roles)))
 
         play = self._task.get_play()
+        # this play's identity (new every run, so a persistent fact cache does not skip a later run's check)
+        mark = to_text(getattr(play, "_uuid", "") or task_vars.get("ansible_play_name", ""))
+        if args.get("once_per_play") and (task_vars.get("ansible_facts") or {}).get("_gce_vllm_variables_checked") == mark:
+            result.update(changed=False, skipped=True, msg="checked already in this play")
+            return result
         play_roles = []
         for role_obj in (play.get_roles() if play else []):
             short = role_short_name(role_obj)
@@ -223,7 +228,7 @@ class ActionModule(ActionBase):
 
         # the roles' validate.yml skip this check when this play already ran it (once per play, warnings once)
         result.update(changed=False, unknown=list(warnings),
-                      ansible_facts={"_gce_vllm_variables_checked": to_text(task_vars.get("ansible_play_name", ""))})
+                      ansible_facts={"_gce_vllm_variables_checked": mark})
         if warnings:
             result["warnings"] = warnings
         if errors:   # the problems only, one a line: no argument spec in the output

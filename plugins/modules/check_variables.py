@@ -42,6 +42,12 @@ options:
     description: Fail on values set on one role of the play that something else reads.
     type: bool
     default: true
+  once_per_play:
+    description:
+      - Skip the check when this play ran it already (for the host). Every run sets the fact C(_gce_vllm_variables_checked)
+        to the play's identity, so the roles' C(validate.yml) can call it each while a play that holds several checks once.
+    type: bool
+    default: false
 attributes:
   action:
     support: full
