@@ -205,9 +205,8 @@ def test_the_readme_quick_start_from_the_installed_collection(host, tmp_path):
                        GCP_ACCESS_TOKEN="local-" + os.urandom(8).hex(), GCE_API_ENDPOINT=api.endpoint,
                        GCE_SSH_USER="ansible")
         # README step 4 (--vault-password-file for --ask-vault-pass; --private-key: the harness's key is not
-        # ~/.ssh/id_ed25519). TODO: switch to `ansible-playbook llmops.gce_vllm.site` once playbooks/site.yml
-        # is merged (another item of issue 15).
-        site = [str(VENV_BIN / "ansible-playbook"), str(installed / "site.yml"), "-i", "inventories/gce",
+        # ~/.ssh/id_ed25519); the playbook by FQCN, as the README's installed-collection line says.
+        site = [str(VENV_BIN / "ansible-playbook"), "llmops.gce_vllm.site", "-i", "inventories/gce",
                 "--vault-password-file", str(vault_pass), "--private-key", host["key"],
                 "-e", json.dumps({"gce_vllm_ai_source_ranges": ["10.231.0.0/16"]}),
                 "-e", "gce_vllm_ssh_public_key_file=%s.pub" % host["key"], "-e", "@standins.yml"]
