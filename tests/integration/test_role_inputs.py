@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -387,5 +388,35 @@ def test_ai_server_deploys_a_uv_project_package_app_with_extra_env(converged):
     assert "fastapi-0.162.5.dist-info" in site and "pytest" not in site, site   # the lock, without the dev group
     unit = _sh(converged, "systemctl show -p ExecStart --value ai-server")
     assert "app.main:app" in unit, unit
+    again = _playbook(converged, CONVERGE, extra)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+
+
+def test_ai_server_deploys_the_uv_project_from_git_into_a_new_directory(converged, tmp_path):
+    """The third app source, git, with the uv layout (issue 15, item 9: a directory, an archive or git): a new deployment
+    (the app directory and its service gone) cloned from a repository on the host at a pinned commit, installed with
+    `uv sync --frozen`; the checkout is that commit, the app answers, the rerun changes nothing."""
+    repo = tmp_path / "ai-server-uv.git"
+    work = tmp_path / "work"
+    shutil.copytree(UV_APP, work)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    for argv in (["init", "-q", str(work)], ["-C", str(work), "add", "-A"], ["-C", str(work), "commit", "-qm", "app"],
+                 ["clone", "-q", "--bare", str(work), str(repo)]):
+        subprocess.run(git + argv, check=True, capture_output=True)
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    root = Path(converged["th"].load_state(str(converged["state"]))["hosts"][0]["root"])
+    shutil.copytree(repo, root / "srv" / "ai-server-uv.git")
+    # the repository belongs to the app's account (git refuses a repository of another owner: safe.directory)
+    _sh(converged, "chown -R aiserver: /srv/ai-server-uv.git; systemctl stop ai-server; rm -rf /app/ai-server")
+    extra = {"ai_server_app_source_type": "git", "ai_server_app_source": "file:///srv/ai-server-uv.git",
+             "ai_server_app_version": commit, "ai_server_app_layout": "uv_project", "ai_server_app_module": "app.main:app"}
+    res = _playbook(converged, CONVERGE, extra)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    head = _sh(converged, "git config --global --add safe.directory /app/ai-server; git -C /app/ai-server rev-parse HEAD")
+    assert head.strip() == commit
+    status = _sh(converged, "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8000/health\").status)'")
+    assert status.strip() == "200"
+    assert "app.main:app" in _sh(converged, "systemctl show -p ExecStart --value ai-server")
     again = _playbook(converged, CONVERGE, extra)
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
