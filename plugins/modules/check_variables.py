@@ -48,16 +48,8 @@ options:
         to the play's identity, so the roles' C(validate.yml) can call it each while a play that holds several checks once.
     type: bool
     default: false
-attributes:
-  action:
-    support: full
-    description: Runs on the controller; it never connects to the host.
-  check_mode:
-    support: full
-    description: Changes nothing.
-  diff_mode:
-    support: none
-    description: There is nothing to diff.
+extends_documentation_fragment:
+  - llmops.gce_vllm.read_only.controller
 '''
 
 EXAMPLES = r'''

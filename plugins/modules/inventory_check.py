@@ -30,16 +30,8 @@ options:
     description: The inventory group of the VM (the network tag's group), whose C(group_vars) hold the secrets.
     type: str
     default: ai_server
-attributes:
-  action:
-    support: full
-    description: Runs on the controller; it never connects to a host.
-  check_mode:
-    support: full
-    description: Changes nothing.
-  diff_mode:
-    support: none
-    description: There is nothing to diff.
+extends_documentation_fragment:
+  - llmops.gce_vllm.read_only.controller
 '''
 
 EXAMPLES = r'''
