@@ -7,10 +7,14 @@ and is whatever GENERATORS[NAME] makes of its source:
   demo-steps     (docs/demo.md)  the steps scripts/demo prints, from its `step "..."` lines, in the order they run
   security-scores (README.md)    the `systemd-analyze security` scores docs/reliability.md's hardening table holds
                                  (written by the reliability suite)
+  monitoring-alerts (docs/monitoring.md)     the alerting and recording rules, from
+                                 roles/prometheus/files/rules/*.rules.yml (issue 12)
+  monitoring-dashboard (docs/monitoring.md)  the Grafana dashboard's panels and queries, from
+                                 roles/prometheus/files/dashboards/llmops-vllm.json
 
     .venv/bin/python scripts/render_docs.py          rewrite every generated part
     .venv/bin/python scripts/render_docs.py --check  exit 1, naming each part that differs (test_docs_current.py)
-Stdlib only.
+Stdlib only, but for PyYAML (the virtualenv's, an Ansible dependency) to read the rule files.
 """
 import json
 import os
@@ -86,9 +90,62 @@ def _security_scores_md():
     return "\n".join(out)
 
 
+RULES_DIR = os.path.join(ROOT, "roles", "prometheus", "files", "rules")
+DASHBOARD = os.path.join(ROOT, "roles", "prometheus", "files", "dashboards", "llmops-vllm.json")
+
+
+def _cell(text):
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _rules():
+    import yaml  # pylint: disable=import-outside-toplevel
+    rules = []
+    for name in sorted(os.listdir(RULES_DIR)):
+        if name.endswith(".rules.yml"):
+            with open(os.path.join(RULES_DIR, name), encoding="utf-8") as fh:
+                for group in yaml.safe_load(fh)["groups"]:
+                    rules += [dict(r, _group=group["name"]) for r in group["rules"]]
+    return rules
+
+
+def _monitoring_alerts_md():
+    """docs/monitoring.md's tables of the alerts (condition = threshold, for, severity, runbook) and recording
+    rules, as the rule files hold them."""
+    rules = _rules()
+    out = ["", "| alert | fires when (PromQL) | for | severity | summary | runbook |", "|---|---|---|---|---|---|"]
+    out += ["| `%s` | `%s` | %s | %s | %s | %s |" % (
+        r["alert"], _cell(r["expr"]), r["for"], r["labels"]["severity"], _cell(r["annotations"]["summary"]),
+        _cell(r["annotations"]["runbook"])) for r in rules if "alert" in r]
+    out += ["", "Recording rules (the dashboard's and the alerts' heavy expressions, evaluated once per interval):",
+            "", "| recorded series | expression |", "|---|---|"]
+    out += ["| `%s` | `%s` |" % (r["record"], _cell(r["expr"])) for r in rules if "record" in r]
+    return "\n".join(out) + "\n"
+
+
+def _monitoring_dashboard_md():
+    """docs/monitoring.md's table of the dashboard's panels: row, title, unit, queries and what they mean."""
+    with open(DASHBOARD, encoding="utf-8") as fh:
+        dash = json.load(fh)
+    out = ["", "Dashboard `%s` (uid `%s`), %d panels; variable `instance` (the hosts' inventory names, from "
+           "`%s`)." % (dash["title"], dash["uid"], sum(1 for p in dash["panels"] if p["type"] != "row"),
+                       dash["templating"]["list"][0]["definition"]),
+           "", "| row | panel | unit | queries | what it shows |", "|---|---|---|---|---|"]
+    row = ""
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            row = p["title"]
+            continue
+        queries = "<br>".join("`%s`" % _cell(t["expr"]) for t in p["targets"])
+        out.append("| %s | %s | %s | %s | %s |" % (row, _cell(p["title"]), p["fieldConfig"]["defaults"].get("unit", ""),
+                                                  queries, _cell(p["description"])))
+    return "\n".join(out) + "\n"
+
+
 GENERATORS = {"demo-last-run": _demo_last_run_md, "demo-steps": _demo_steps_md,
-              "security-scores": _security_scores_md}
-FILES = ("README.md", os.path.join("docs", "demo.md"))
+              "security-scores": _security_scores_md, "monitoring-alerts": _monitoring_alerts_md,
+              "monitoring-dashboard": _monitoring_dashboard_md}
+FILES = ("README.md", os.path.join("docs", "demo.md"), os.path.join("docs", "monitoring.md"))
 
 
 def render(text):
