@@ -38,7 +38,8 @@ lint: venv
 sanity: venv
 	@$(TIMED) scripts/sanity
 
-# plugin unit tests (local Compute API, stand-ins on loopback; no test host)
+# plugin unit tests (local Compute API, stand-ins on loopback; no test host); the monitoring rules and dashboard
+# under the real promtool (scripts/promtool unpacks Debian's prometheus package into ~/.cache once)
 unit: venv
 	@$(TIMED) $(PYTEST) tests/unit
 
