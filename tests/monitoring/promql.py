@@ -47,6 +47,54 @@ def sample_names(path: Path) -> set:
     return set(re.findall(r"^(%s)(?:\{| )" % _NAME, path.read_text(), re.M))
 
 
+def sample_labels(path: Path) -> dict:
+    """{sample name: {label name: set of values}} of a Prometheus text exposition."""
+    out: dict = {}
+    for m in re.finditer(r"^(%s)(?:\{(.*)\})? " % _NAME, path.read_text(), re.M):
+        labels = out.setdefault(m.group(1), {})
+        for name, value in re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""):
+            labels.setdefault(name, set()).add(value)
+    return out
+
+
+def exported_labels() -> dict:
+    """{sample name: {label name: values}} over all fixtures, with the target labels Prometheus adds."""
+    out: dict = {}
+    for path in EXPORTED_FIXTURES.values():
+        for name, labels in sample_labels(path).items():
+            out.setdefault(name, {}).update(labels)
+    for labels in out.values():
+        labels.setdefault("instance", set())
+        labels.setdefault("job", set())
+    return out
+
+
+def selectors(expr: str) -> list:
+    """[(metric name, [(label, op, value)])] of the selectors with label matchers in EXPR."""
+    out = []
+    for m in re.finditer(r"(%s)\s*\{([^}]*)\}" % _NAME, expr):
+        out.append((m.group(1), re.findall(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"',
+                                           m.group(2))))
+    return out
+
+
+def bad_matchers(exprs) -> list:
+    """Label matchers on exported metrics that name a label the real metric does not carry, or an `=` value it
+    never had in the capture (job values are the scrape configuration's, not the exporters')."""
+    labels = exported_labels()
+    bad = []
+    for expr in exprs:
+        for name, matchers in selectors(expr):
+            if name not in labels:
+                continue
+            for label, op, value in matchers:
+                if label not in labels[name]:
+                    bad.append("%s has no label %s (in %s)" % (name, label, expr))
+                elif op == "=" and label not in ("instance", "job") and value not in labels[name][label]:
+                    bad.append("%s{%s} never had the value %r (in %s)" % (name, label, value, expr))
+    return bad
+
+
 def exported() -> dict:
     """{source: sample names} of the fixtures."""
     return {src: sample_names(path) for src, path in EXPORTED_FIXTURES.items()}
@@ -83,3 +131,33 @@ def unknown(exprs, known: set | None = None) -> dict:
         if missing:
             bad[expr] = missing
     return bad
+
+
+def output_labels(expr: str, rules: dict | None = None) -> set | None:
+    """The label names a simple EXPR's result carries: a lone selector of an exported or recorded metric, or an
+    aggregation `... by (labels) (...)` at its top; None when the lexer cannot tell."""
+    rules = recorded() if rules is None else rules
+    expr = expr.strip()
+    m = re.fullmatch(r"(%s)\s*(?:\{[^}]*\})?" % _NAME, expr)
+    if m:
+        name = m.group(1)
+        if name in rules:
+            return output_labels(rules[name], rules)
+        if name == "up":
+            return {"instance", "job"}
+        labels = exported_labels().get(name)
+        return None if labels is None else set(labels)
+    m = re.match(r"(?:[a-z_]+)\s+by\s*\(([^)]*)\)", expr)
+    if m:
+        return {label.strip() for label in m.group(1).split(",") if label.strip()}
+    m = re.fullmatch(r"histogram_quantile\([0-9.]+,\s*[a-z_]+\s+by\s*\(([^)]*)\)\s*\(.*\)\)", expr, re.S)
+    if m:
+        return {label.strip() for label in m.group(1).split(",") if label.strip()} - {"le"}
+    m = re.fullmatch(r"(%s)\s*(?:\{[^}]*\})?\s*/\s*(%s)\s*(?:\{[^}]*\})?" % (_NAME, _NAME), expr)
+    if m:
+        left, right = (exported_labels().get(n) for n in m.groups())
+        return None if left is None or right is None else set(left) & set(right)
+    m = re.fullmatch(r"1\s*-\s*(.*)", expr, re.S)
+    if m:
+        return output_labels(m.group(1), rules)
+    return None

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.monitoring import DASHBOARD, alerts, run_promtool
-from tests.monitoring.promql import EXPORTED_FIXTURES, exported, metric_names, recorded, resolve, unknown
+from tests.monitoring.promql import (EXPORTED_FIXTURES, bad_matchers, exported, metric_names, output_labels, recorded,
+                                     resolve, unknown)
 
 # what the issue asks the dashboard to show, as the exported names behind its panels
 WANTED = {
@@ -140,6 +141,14 @@ def test_every_metric_the_rules_read_is_exported():
     assert not bad, "metrics no real exporter exports: %s" % bad
 
 
+def test_every_label_matcher_names_a_label_the_real_metric_has():
+    exprs = [e for _t, _r, e in targets(load())] + list(recorded().values()) + [r["expr"] for r in alerts()]
+    assert not bad_matchers(exprs)
+    assert bad_matchers(['vllm:lora_requests_info{runing_lora_adapters!=""}', 'node_cpu_seconds_total{mode="idel"}']) == [
+        'vllm:lora_requests_info has no label runing_lora_adapters (in vllm:lora_requests_info{runing_lora_adapters!=""})',
+        "node_cpu_seconds_total{mode} never had the value 'idel' (in node_cpu_seconds_total{mode=\"idel\"})"]
+
+
 @pytest.mark.parametrize("right,wrong", [("gpu_temperature_C", "gpu_temperature_celsius"),
                                          ("vllm:num_requests_running", "vllm:num_request_running"),
                                          ("instance:node_memory_utilisation:ratio", "instance:node_memory_utilization:ratio")])
@@ -164,3 +173,27 @@ def test_a_misspelt_metric_is_caught(right, wrong):
 ])
 def test_metric_names_finds_only_metrics(expr, names):
     assert metric_names(expr) == names
+
+
+def _legend_problems(dash):
+    unknown_legends, unread = [], []
+    for p in panels(dash):
+        for t in p.get("targets", []):
+            wanted = set(re.findall(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}", t.get("legendFormat", "")))
+            have = output_labels(t["expr"])
+            if have is None:
+                unread.append(t["expr"])
+            elif wanted - have:
+                unknown_legends.append((p["title"], t["refId"], sorted(wanted - have), sorted(have)))
+    return unknown_legends, unread
+
+
+def test_every_legend_names_labels_the_query_returns():
+    """A legend's {{label}} that the query's result does not carry shows as an empty string in Grafana."""
+    unknown_legends, unread = _legend_problems(load())
+    assert not unknown_legends
+    assert len(unread) <= 1, unread   # the adapters' time() - max by (...) (...)
+    dash = load()
+    gpu = next(p for p in panels(dash) if p["title"] == "GPU temperature")
+    gpu["targets"][0]["legendFormat"] = "{{instance}} GPU {{gpu}}"
+    assert [u[:3] for u in _legend_problems(dash)[0]] == [("GPU temperature", "A", ["gpu"])]
