@@ -137,8 +137,8 @@ def _monitoring_dashboard_md():
             row = p["title"]
             continue
         queries = "<br>".join("`%s`" % _cell(t["expr"]) for t in p["targets"])
-        out.append("| %s | %s | %s | %s | %s |" % (row, _cell(p["title"]), p["fieldConfig"]["defaults"].get("unit", ""),
-                                                  queries, _cell(p["description"])))
+        unit = p["fieldConfig"]["defaults"].get("unit", "")
+        out.append("| %s | %s | %s | %s | %s |" % (row, _cell(p["title"]), unit, queries, _cell(p["description"])))
     return "\n".join(out) + "\n"
 
 

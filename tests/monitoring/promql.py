@@ -161,3 +161,30 @@ def output_labels(expr: str, rules: dict | None = None) -> set | None:
     if m:
         return output_labels(m.group(1), rules)
     return None
+
+
+def fixture_series(instance: str = "vm-1", minutes: int = 30) -> list:
+    """promtool `input_series` that replay the real captures as scraped from one host: every sample of each
+    fixture with job (the scrape job's name: vllm, gpu, node) and instance labels, a counter (TYPE counter,
+    histogram and summary samples) growing by a tenth of its captured value a minute, a gauge constant, and
+    `up` = 1 per job."""
+    series = []
+    for job, path in EXPORTED_FIXTURES.items():
+        text = path.read_text()
+        types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+        series.append({"series": 'up{job="%s",instance="%s"}' % (job, instance), "values": "1x%d" % minutes})
+        for m in re.finditer(r"^(%s)(?:\{(.*)\})? (\S+)$" % _NAME, text, re.M):
+            name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+            if value != value or value in (float("inf"), float("-inf")):
+                continue
+            family = next((name[:-len(s)] for s in ("_bucket", "_count", "_sum", "_total", "_created")
+                           if name.endswith(s) and name[:-len(s)] in types), name)
+            kind = types.get(name) or types.get(family, "gauge")
+            pairs = re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', labels)
+            sel = ",".join(['%s="%s"' % kv for kv in pairs] + ['job="%s"' % job, 'instance="%s"' % instance])
+            if kind in ("counter", "histogram", "summary") and not name.endswith("_created"):
+                values = "%r+%rx%d" % (value, value / 10, minutes)
+            else:
+                values = "%rx%d" % (value, minutes)
+            series.append({"series": "%s{%s}" % (name, sel), "values": values})
+    return series

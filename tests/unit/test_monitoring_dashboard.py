@@ -13,9 +13,9 @@ import re
 import pytest
 import yaml
 
-from tests.monitoring import DASHBOARD, alerts, run_promtool
-from tests.monitoring.promql import (EXPORTED_FIXTURES, bad_matchers, exported, metric_names, output_labels, recorded,
-                                     resolve, unknown)
+from tests.monitoring import DASHBOARD, RULE_FILES, alerts, run_promtool
+from tests.monitoring.promql import (EXPORTED_FIXTURES, bad_matchers, exported, fixture_series, metric_names, output_labels,
+                                     recorded, resolve, unknown)
 
 # what the issue asks the dashboard to show, as the exported names behind its panels
 WANTED = {
@@ -197,3 +197,33 @@ def test_every_legend_names_labels_the_query_returns():
     gpu = next(p for p in panels(dash) if p["title"] == "GPU temperature")
     gpu["targets"][0]["legendFormat"] = "{{instance}} GPU {{gpu}}"
     assert [u[:3] for u in _legend_problems(dash)[0]] == [("GPU temperature", "A", ["gpu"])]
+
+
+def _empty_on_real_captures(exprs, tmp_path):
+    """The EXPRS that return no series at 30 minutes of the real captures replayed as host vm-1's scrapes
+    (tests.monitoring.promql.fixture_series), with the collection's rules loaded."""
+    test = {"rule_files": [str(p) for p in RULE_FILES], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": fixture_series("vm-1", 30),
+                       "promql_expr_test": [{"expr": "count(%s) > bool 0" % e, "eval_time": "30m",
+                                             "exp_samples": [{"labels": "{}", "value": 1}]} for e in exprs]}]}
+    path = tmp_path / "replay.test.yml"
+    path.write_text(yaml.safe_dump(test, width=1000))
+    res = run_promtool("test", "rules", path)
+    out = res.stdout + res.stderr
+    empty = re.findall(r'expr: "count\((.*)\) > bool 0", time: 30m', out)
+    assert (res.returncode == 0) == (not empty), out[-3000:]
+    return [e.replace('\\"', '"') for e in empty]
+
+
+def test_every_query_returns_data_on_the_real_captures(tmp_path):
+    """Every recording rule and every dashboard query (instance = the replayed host) returns a series on the real
+    captures. This catches what names alone cannot: label sets that do not match across a division, a filter no
+    real series passes."""
+    dash_exprs = [concrete(e).replace('instance=~".+"', 'instance=~"vm-1"') for _t, _r, e in targets(load())]
+    assert _empty_on_real_captures(sorted(recorded()) + dash_exprs, tmp_path) == []
+
+
+def test_a_query_that_matches_no_real_series_is_caught(tmp_path):
+    wrong = ['gpu_memory_used_MiB{instance=~"vm-1"} / node_memory_MemTotal_bytes{instance=~"vm-1"}',
+             'vllm:num_requests_running{instance=~"vm-1",model_name="exaone"}']
+    assert _empty_on_real_captures(["up"] + wrong, tmp_path) == wrong
