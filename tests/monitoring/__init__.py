@@ -22,7 +22,8 @@ def promtool() -> str:
     """The path of the real promtool (scripts/promtool fetches Debian's once). Raises, never skips: without
     promtool the rules and the dashboard's expressions are untested."""
     if not _PROMTOOL:
-        res = subprocess.run([str(ROOT / "scripts" / "promtool")], capture_output=True, text=True, timeout=600)
+        res = subprocess.run([str(ROOT / "scripts" / "promtool")], capture_output=True, text=True, timeout=600,
+                             check=False)
         if res.returncode != 0 or not res.stdout.strip():
             raise RuntimeError("scripts/promtool could not provide promtool (rc %d):\n%s" % (res.returncode, res.stderr))
         _PROMTOOL.append(res.stdout.strip())
@@ -30,7 +31,8 @@ def promtool() -> str:
 
 
 def run_promtool(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          check=False)
 
 
 def load_rules(paths=None) -> list:

@@ -5,6 +5,7 @@ the metric names in expressions that do (tests/unit/test_monitoring_dashboard.py
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def fixture_series(instance: str = "vm-1", minutes: int = 30) -> list:
         series.append({"series": 'up{job="%s",instance="%s"}' % (job, instance), "values": "1x%d" % minutes})
         for m in re.finditer(r"^(%s)(?:\{(.*)\})? (\S+)$" % _NAME, text, re.M):
             name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
-            if value != value or value in (float("inf"), float("-inf")):
+            if math.isnan(value) or math.isinf(value):
                 continue
             family = next((name[:-len(s)] for s in ("_bucket", "_count", "_sum", "_total", "_created")
                            if name.endswith(s) and name[:-len(s)] in types), name)
