@@ -61,7 +61,7 @@ SHIPPED = ("site.yml", "playbooks/configure.yml", "inventories/gce/gce.yml",
 # The demo's inventory and what runs or is written on the development machine only.
 NOT_SHIPPED = ("inventories/local", "docs/benchmarks", "docs/benchmarks.md", "docs/demo/", "results",
                "tests", "molecule", "scripts", "build", ".venv", "changelogs/fragments", "Makefile",
-               "ansible.cfg", "requirements-test.txt", "requirements-bench.txt")
+               "ansible.cfg", "requirements-test.txt")
 
 
 def test_artifact_ships_what_users_run(artifact):
