@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -85,6 +86,21 @@ class Standin(object):
             "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(self.argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._output = None
+        self._head = b""
+
+    def wait_line(self, text, timeout=10.0):
+        """Read the stand-in's output until a line holds `text` (its signal handlers are in place once it logs
+        start-up lines); fails when it exits first. A timer kills it should it print nothing at all."""
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            for line in iter(self.proc.stdout.readline, b""):
+                self._head += line
+                if text.encode() in line:
+                    return self
+        finally:
+            timer.cancel()
+        raise AssertionError("stand-in printed no line with %r: %s" % (text, self.output()))
 
     def wait_healthy(self, timeout=10.0):
         deadline = time.monotonic() + timeout
@@ -109,7 +125,7 @@ class Standin(object):
 
     def output(self):
         if self._output is None and self.proc.poll() is not None:
-            self._output = self.proc.stdout.read().decode()
+            self._output = (self._head + self.proc.stdout.read()).decode()
         return self._output or ""
 
 

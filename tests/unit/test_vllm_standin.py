@@ -230,7 +230,7 @@ def test_key_from_environment_and_never_printed():
 def test_binds_at_once_but_listens_only_when_ready():
     server = Standin([MODEL], env={"VLLM_STANDIN_STARTUP_DELAY": "1.5"})
     try:
-        time.sleep(0.4)  # let the interpreter start and bind; then the port is taken but refuses connections
+        server.wait_line("Resolved architecture")  # bound by then; the port is taken but refuses connections
         assert get(server.base + "/health", timeout=0.5)[0] is None
         with socket.socket() as other:
             with pytest.raises(OSError):
@@ -261,5 +261,5 @@ def test_crash_mode_exits_1_with_cuda_oom(delay):
 
 def test_sigterm_during_startup_exits_cleanly():
     server = Standin([MODEL], env={"VLLM_STANDIN_STARTUP_DELAY": "30"})
-    time.sleep(0.3)
+    server.wait_line("Resolved architecture")   # in start-up, its SIGTERM handler set (a fixed sleep raced a busy CPU)
     assert server.stop() == 0
