@@ -142,7 +142,7 @@ ROUTES = [(role, r["method"], r["path"]) for role, routes in MUST_REFUSE.items()
           if (role, r["path"]) not in OPENED_TO_CONTROLLER]
 
 
-@pytest.mark.parametrize("unit", ["vllm", "ai-server", "vllm-proxy", "ai-server-proxy"])
+@pytest.mark.parametrize("unit", ["vllm", "ai-server", "vllm-proxy", "ai-server-proxy", "ai-server-ready"])
 def test_units_active_and_enabled(host, unit):
     service = host.service(unit)
     assert service.is_running
@@ -235,7 +235,7 @@ def test_unit_files(host):
     assert "User=aiserver" in ai and "RestartSec=5" in ai
 
 
-@pytest.mark.parametrize("unit", ["vllm", "ai-server", "vllm-proxy", "ai-server-proxy"])
+@pytest.mark.parametrize("unit", ["vllm", "ai-server", "vllm-proxy", "ai-server-proxy", "ai-server-ready"])
 def test_units_pass_systemd_analyze_verify_and_run_what_is_on_disk(host, unit):
     """The roles verify each unit before writing it; after converge systemd runs exactly the files on disk."""
     with host.sudo():
@@ -337,7 +337,7 @@ def test_ai_server_chat_uses_the_adapter(address, ai_key):
     assert answer["model"] == "checklist"
 
 
-@pytest.mark.parametrize("unit", ["vllm", "ai-server", "vllm-proxy", "ai-server-proxy"])
+@pytest.mark.parametrize("unit", ["vllm", "ai-server", "vllm-proxy", "ai-server-proxy", "ai-server-ready"])
 def test_units_are_sandboxed(host, unit):
     out = host.check_output(f"systemd-analyze security --no-pager {unit}.service")
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", out)
@@ -414,3 +414,66 @@ def test_proxy_configuration_is_roots_only(host, role):
     assert check.rc == 0, check.stderr
     unit = host.file("/etc/systemd/system/%s.service" % os.path.basename(PROXY_CFG[role])[:-4]).content_string
     assert "Bearer" not in unit and "-Ws -f %s" % PROXY_CFG[role] in unit
+
+
+# --- readiness apart from liveness (issue 11) ------------------------------------------------------------------------
+DRAIN = "/var/lib/llmops/drain"
+
+
+def _ready(address):
+    status, _h, body = _call(f"http://{address}:8000/ready")
+    return status, json.loads(body)
+
+
+def _wait_ready(address, want, timeout=30):
+    import time  # pylint: disable=import-outside-toplevel
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _ready(address)
+        if got[0] == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def test_ready_is_the_collections_checker_on_loopback(host, address):
+    assert _ready(address) == (200, {"ready": True, "reason": "ready"})
+    with host.sudo():
+        out = host.check_output("ss -Hltnp sport = :18002")
+        env = host.file("/var/lib/llmops/ai-server-ready.env")
+        assert env.user == "root" and env.mode == 0o600
+        script = host.file("/usr/local/lib/llmops/ai_ready.py")
+        assert script.user == "root" and script.mode == 0o644
+    assert out.split()[3] == "127.0.0.1:18002", out
+
+
+def test_only_root_can_drain(host):
+    drain_dir = host.file(os.path.dirname(DRAIN))
+    assert drain_dir.user == "root" and drain_dir.group == "root" and drain_dir.mode == 0o755
+    for user in ("aiserver", "vllm", "llmops-ready", "haproxy"):
+        with host.sudo(user):
+            assert host.run(f"touch {DRAIN}").rc != 0, user
+    assert not host.file(DRAIN).exists
+
+
+def test_the_drain_file_turns_ready_to_503_while_health_stays_200(host, address):
+    with host.sudo():
+        host.check_output(f"touch {DRAIN}")
+    try:
+        assert _ready(address) == (503, {"ready": False, "reason": "draining"})
+        assert _call(f"http://{address}:8000/health")[0] == 200   # liveness
+    finally:
+        with host.sudo():
+            host.check_output(f"rm -f {DRAIN}")
+    assert _ready(address) == (200, {"ready": True, "reason": "ready"})
+
+
+def test_ready_follows_vllm_while_the_ai_server_stays_alive(host, address):
+    with host.sudo():
+        host.check_output("systemctl stop vllm")
+    try:
+        assert _ready(address) == (503, {"ready": False, "reason": "vLLM is not healthy"})
+        assert _call(f"http://{address}:8000/health")[0] == 200
+    finally:
+        with host.sudo():
+            host.check_output("systemctl start vllm")
+    assert _wait_ready(address, 200) == (200, {"ready": True, "reason": "ready"})
