@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A stand-in AI server for the load balancer's host test (tests only; stdlib).
 
 It answers what the balancer meets on an AI server's public port: ``GET /ready`` 200, or 503 while

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Managed by the Ansible collection llmops.gce_vllm (role ai_server): edits here are overwritten.
 """Readiness of a serving host, apart from liveness (issue 11).
 
@@ -64,10 +63,10 @@ def check(cfg):
     if os.path.lexists(cfg.drain_file):
         return False, "draining", "the drain file %s exists" % cfg.drain_file
     if cfg.app_health_url:
-        status, _ = _get(cfg.app_health_url, cfg.timeout)
+        status = _get(cfg.app_health_url, cfg.timeout)[0]
         if status != 200:
             return False, "the AI server is not healthy", "%s answered %s" % (cfg.app_health_url, status or "nothing")
-    status, _ = _get(cfg.vllm_health_url, cfg.timeout)
+    status = _get(cfg.vllm_health_url, cfg.timeout)[0]
     if status != 200:
         return False, "vLLM is not healthy", "%s answered %s" % (cfg.vllm_health_url, status or "nothing")
     status, body = _get(cfg.vllm_models_url, cfg.timeout, cfg.api_key)
