@@ -210,3 +210,16 @@ def test_a_new_configuration_is_reloaded_not_restarted_without_a_failed_request(
     cfg = testhosts.exec_in(str(fleet["state"]), fleet["balancer"], ["cat", "/etc/haproxy/llmops-lb.cfg"]).stdout.decode()
     assert "inter 2s fall 2 rise 2" in cfg
     RESULTS["reload"] = {"requests": len(results), "failed": 0}
+
+
+def test_bad_inputs_fail_before_any_change_naming_the_variables(fleet, converged):
+    cfg = ["sha1sum", "/etc/haproxy/llmops-lb.cfg"]
+    before = testhosts.exec_in(str(fleet["state"]), fleet["balancer"], cfg).stdout
+    proc = _play(fleet, load_balancer_check_timeout=9, load_balancer_backend_group="no_such_group",
+                 load_balancer_tls_certificate="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----")
+    assert proc.returncode != 0
+    for name in ("load_balancer_backend_group (no_such_group) has no host", "load_balancer_check_timeout (9)",
+                 "load_balancer_tls_certificate and load_balancer_tls_key go together", "Nothing was changed."):
+        assert name in proc.stdout, proc.stdout[-3000:]
+    assert _recap(proc.stdout, fleet["balancer"])["changed"] == 0
+    assert testhosts.exec_in(str(fleet["state"]), fleet["balancer"], cfg).stdout == before
