@@ -149,6 +149,11 @@ class Deployment:
         cmd = self._cmd(lib.CONFIGURE, extra, ())
         return lib.run_until(cmd, marker, delay, log=self.log(name))
 
+    def configure_watched(self, on_line, extra=None, name="watched") -> lib.Run:
+        """configure.yml, calling on_line(line, proc) for each line of its output as it is printed."""
+        cmd = self._cmd(lib.CONFIGURE, extra, ())
+        return lib.run_streamed(cmd, on_line, log=self.log(name))
+
     def healthy(self, timeout=60.0) -> bool:
         return (lib.wait_http(self.host.url(8001, "/health"), timeout=timeout) is not None
                 and lib.wait_http(self.host.url(8000, "/health"), timeout=timeout) is not None)

@@ -103,39 +103,50 @@ def run(cmd, timeout=600, env=None, cwd=ROOT, log: Path | None = None) -> Run:
     return Run([str(c) for c in cmd], proc.returncode, out, time.monotonic() - t0)
 
 
-def run_until(cmd, marker: str, delay: float, timeout=600, env=None, log: Path | None = None) -> Run:
-    """Start cmd in its own process group; once a line containing `marker` is printed, wait `delay`
-    seconds and SIGKILL the whole group (ansible-playbook and its ssh children): a controller that dies."""
+def run_streamed(cmd, on_line, timeout=600, env=None, cwd=ROOT, log: Path | None = None) -> Run:
+    """Run cmd in its own process group, calling on_line(line, proc) for each line of its output as it is
+    printed (stdout and stderr together): a test that acts on what the run says while it runs."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env or ansible_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env or ansible_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines, killed = [], False
-    timer = None
-
-    def kill():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
+    lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
-        if not killed and marker in line:
-            killed = True
-            timer = threading.Timer(delay, kill)
-            timer.start()
+        on_line(line, proc)
         if time.monotonic() - t0 > timeout:
-            kill()
+            _kill_group(proc)
             break
     rc = proc.wait()
-    if timer:
-        timer.join()
     out = "".join(lines)
     if log:
         log.write_text(out)
         log.chmod(0o600)
-    return Run([str(c) for c in cmd], rc, out, time.monotonic() - t0, killed=killed and rc == -signal.SIGKILL)
+    return Run([str(c) for c in cmd], rc, out, time.monotonic() - t0)
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_until(cmd, marker: str, delay: float, timeout=600, env=None, log: Path | None = None) -> Run:
+    """Start cmd in its own process group; once a line containing `marker` is printed, wait `delay`
+    seconds and SIGKILL the whole group (ansible-playbook and its ssh children): a controller that dies."""
+    timers = []
+
+    def on_line(line, proc):
+        if not timers and marker in line:
+            timers.append(threading.Timer(delay, _kill_group, (proc,)))
+            timers[0].start()
+
+    res = run_streamed(cmd, on_line, timeout=timeout, env=env, log=log)
+    for timer in timers:
+        timer.join()
+    res.killed = bool(timers) and res.rc == -signal.SIGKILL
+    return res
 
 
 def free_port() -> int:
