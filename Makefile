@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help venv hostdeps test lint sanity unit harness molecule integration reliability fleet real-engine demo bench clean
+.PHONY: help venv hostdeps test lint sanity unit harness molecule integration reliability fleet host-suites real-engine demo bench clean
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=12
 # Prefix of a suite's main command: prints "==> SUITE: N s" when it ends, passed or failed.
 TIMED = t0=$$(date +%s); trap 'echo "==> $@: $$(( $$(date +%s) - t0 )) s"' EXIT;
@@ -79,12 +79,25 @@ real-engine: venv hostdeps
 	@python3 tests/harness/testhosts.py build --release bookworm >/dev/null
 	@$(TIMED) $(PYTEST) tests/real_engine
 
+# The test-host suites wait more than they compute (systemd restarts, apt, SSH, health and start-up timeouts), and
+# each has its own hosts (the harness allocates them under a lock), its own local Compute API and scratch dirs:
+# under `make test` they run as two streams at once, HOST_STREAM_A (in order) and HOST_STREAM_B, each into its own
+# log, printed whole (A first) when both have ended, each suite with its own "==> suite: N s" line. It fails if
+# either stream failed; Ctrl-C stops both (scripts/host-suites). HOST_SUITES_PARALLEL=0 runs them one after the
+# other as before. real-engine is CPU-bound and runs after, alone.
+HOST_STREAM_A ?= molecule integration
+HOST_STREAM_B ?= reliability fleet
+HOST_SUITES_PARALLEL ?= 1
+host-suites: venv hostdeps
+	@if [ "$(HOST_SUITES_PARALLEL)" = 0 ]; then $(MAKE) --no-print-directory $(HOST_STREAM_A) $(HOST_STREAM_B); \
+	  else $(TIMED) MAKE="$(MAKE)" scripts/host-suites "$(HOST_STREAM_A)" "$(HOST_STREAM_B)"; fi
+
 # `make test` leaves the tree as it found it: the reliability suite writes its report (docs/reliability.md,
 # last-results.json) only when run on its own (`make reliability`); under `make test` it goes to results/ only.
 # The same for the real-engine suite's docs/real-engine.md (`make real-engine`).
 test: export LLMOPS_RELIABILITY_DOCS = 0
 test: export LLMOPS_REAL_ENGINE_DOCS = 0
-test: venv hostdeps lint sanity unit harness molecule integration reliability fleet real-engine
+test: venv hostdeps lint sanity unit harness host-suites real-engine
 	@echo "==> make test: all suites passed"
 
 # a passing run is recorded in docs/demo/last-run.json (the README quotes it; LLMOPS_DEMO_RECORD=0 to not)
