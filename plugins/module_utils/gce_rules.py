@@ -86,7 +86,16 @@ class Names(object):
 
     def __call__(self, path):
         full = "%s.%s" % (self.prefix, path) if self.prefix else str(path)
-        return self.names.get(full) or full
+        if full in self.names:
+            return self.names[full]
+        # a list element by pattern: "fleet.N.zone" -> "gce_vllm_instances[N].zone" names fleet.3.zone as
+        # gce_vllm_instances[3].zone (N: the first index of the path)
+        m = re.match(r"^(.*?)\.([0-9]+)(\..*)?$", full)
+        if m:
+            pattern = self.names.get("%s.N%s" % (m.group(1), m.group(3) or ""))
+            if pattern:
+                return pattern.replace("N", m.group(2))
+        return full
 
     def sub(self, path):
         """The Names of a part of the plan (a firewall of the list, an allowed entry)."""
@@ -659,6 +668,65 @@ def instance_create_problems(p, names=None):
         errors.append("%s (or %s) is required to create instance %s, e.g. image_family: %s, image_project: %s"
                       % (names("boot_disk.image_family"), names("boot_disk.image"), p.get("name"),
                          RECOMMENDED_GPU_IMAGE_FAMILY, RECOMMENDED_GPU_IMAGE_PROJECT))
+    return errors
+
+
+def fleet_problems(fleet, only=None, names=None):
+    """The rule errors of a fleet: `fleet` a list of {name, zone} (the VMs of one plan), `only` the names of the
+    members to act on (None or empty: all). Names are the VMs' identity (inventory host, instance group member):
+    each is used once in the whole fleet, even across zones."""
+    names = names or Names()
+    errors = []
+    seen = {}
+    for i, member in enumerate(fleet or []):
+        member_names = names.sub("fleet.%d" % i)
+        for err in (check_name(member.get("name"), member_names("name")),
+                    check_zone(member.get("zone"), member_names("zone"))):
+            if err:
+                errors.append(err)
+        name = member.get("name")
+        if name in seen:
+            errors.append("%s %r is also the name of %s: give each VM of the fleet its own name (the inventory and "
+                          "the load balancer's instance groups know a VM by its name)"
+                          % (member_names("name"), name, seen[name]))
+        seen.setdefault(name, member_names("name"))
+    unknown = [n for n in (only or []) if n not in seen]
+    if unknown:
+        errors.append("%s names %s, which %s not in the fleet (%s); use the names of %s"
+                      % (names("only"), ", ".join(repr(n) for n in unknown), "is" if len(unknown) == 1 else "are",
+                         ", ".join(sorted(str(n) for n in seen)) or "empty", names("fleet")))
+    return errors
+
+
+def fleet_selection(fleet, only=None):
+    """The members of `fleet` that `only` names (all when `only` is empty), in fleet order."""
+    return [m for m in fleet or [] if not only or m.get("name") in only]
+
+
+# Quota metrics of the GPUs (Compute's Quota.metric enum): per region, and GPUS_ALL_REGIONS for the project.
+GPU_QUOTA_METRICS = {"nvidia-l4": "NVIDIA_L4_GPUS", "nvidia-tesla-t4": "NVIDIA_T4_GPUS",
+                     "nvidia-tesla-v100": "NVIDIA_V100_GPUS", "nvidia-tesla-a100": "NVIDIA_A100_GPUS",
+                     "nvidia-a100-80gb": "NVIDIA_A100_80GB_GPUS", "nvidia-h100-80gb": "NVIDIA_H100_GPUS"}
+GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
+
+
+def quota_problems(needed, quotas, where, names_hint):
+    """Errors for `needed` ({metric: GPUs the plan adds}) against `quotas` (a region's or project's quotas list
+    as the API returns them: [{metric, limit, usage}]). A metric the API does not list is not checked."""
+    by_metric = dict((q.get("metric"), q) for q in quotas or [])
+    errors = []
+    for metric in sorted(needed):
+        want = needed[metric]
+        quota = by_metric.get(metric)
+        if not want or quota is None:
+            continue
+        free = float(quota.get("limit") or 0) - float(quota.get("usage") or 0)
+        if want > free:
+            errors.append("quota %s %s: the VMs to create need %d GPU(s), but only %d of its limit %d are free "
+                          "(%d in use); request more quota (console: IAM & Admin > Quotas, or gcloud compute "
+                          "regions describe), stop or delete other GPU VMs, or spread %s over other regions"
+                          % (metric, where, want, max(free, 0), float(quota.get("limit") or 0),
+                             float(quota.get("usage") or 0), names_hint))
     return errors
 
 

@@ -54,13 +54,11 @@ options:
         choices: [present, started, stopped, absent]
         default: present
       name:
-        description: Name of the instance (RFC 1035).
+        description: Name of the instance (RFC 1035). Required without O(fleet).
         type: str
-        required: true
       zone:
-        description: Zone of the instance, for example V(asia-northeast3-a).
+        description: Zone of the instance, for example V(asia-northeast3-a). Required without O(fleet).
         type: str
-        required: true
       machine_type:
         description: Machine type, for example V(g2-standard-4). Required to create the instance.
         type: str
@@ -224,12 +222,43 @@ options:
       description:
         description: Description of the rule.
         type: str
+  fleet:
+    description:
+      - The VMs of the plan when there are several, each as its name and zone; O(instance) is then the template
+        that every member shares (its O(instance.name) and O(instance.zone) are not used).
+      - Checked before any API call, all problems in one failure. Each name is used once in the whole fleet,
+        even across zones (the inventory and the load balancer's instance groups know a VM by its name).
+      - With O(instance.state=present) the API is asked once per zone of the selected members (machine type, GPU,
+        image), which VMs exist already, and whether the regional GPU quota (for example C(NVIDIA_L4_GPUS)) and
+        the project's C(GPUS_ALL_REGIONS) have room for the GPUs of the VMs still to be created.
+      - Names in messages use the pattern entries of O(names), for example C(fleet.N.zone) to
+        C(gce_vllm_instances[N].zone).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the VM (RFC 1035).
+        type: str
+        required: true
+      zone:
+        description: Zone of the VM.
+        type: str
+        required: true
+  only:
+    description:
+      - Names of the members of O(fleet) that the plan acts on; empty for all. A name that is not in O(fleet) is
+        an error (named as O(names) says for C(only)).
+    type: list
+    elements: str
+    default: []
   names:
     description:
       - "How messages name each input: a mapping of option paths to names, for example C(instance.zone) to
         C(gce_vllm_zone), C(firewalls.0.source_ranges) to C(gce_vllm_ai_source_ranges), C(firewalls.0.allowed.0.ports)
         to C(gce_vllm_ai_ports), C(project) to C(gce_vllm_project)."
       - A list index is a path element (C(firewalls.0.name)). An input without an entry is named by its path.
+      - "An entry with C(N) for the index names every element of a list: C(fleet.N.zone) to
+        C(gce_vllm_instances[N].zone)."
     type: dict
     default: {}
   zone:
@@ -304,6 +333,22 @@ EXAMPLES = r'''
       instance.zone: gce_vllm_zone
       firewalls.0.allowed.0.ports: gce_vllm_ai_ports
       firewalls.0.source_ranges: gce_vllm_ai_source_ranges
+
+- name: Three VMs over two zones, the same template; errors name the role's variables
+  llmops.gce_vllm.gce_preflight:
+    instance:
+      machine_type: g2-standard-4
+      boot_disk:
+        image_family: ubuntu-accelerator-2204-amd64-with-nvidia-580
+        image_project: ubuntu-os-accelerator-images
+        size_gb: 200
+    fleet:
+      - {name: ai-server-l4-1, zone: asia-northeast3-a}
+      - {name: ai-server-l4-2, zone: asia-northeast3-b}
+      - {name: ai-server-l4-3, zone: asia-northeast3-c}
+    names:
+      fleet.N.name: gce_vllm_instances[N].name
+      fleet.N.zone: gce_vllm_instances[N].zone
 '''
 
 RETURN = r'''
@@ -376,6 +421,44 @@ image:
       description: Smallest disk for this image, in GB (a string, as the API writes int64).
       type: str
       sample: "10"
+fleet:
+  description: The selected members of O(fleet) (all without O(only)), and whether each exists already.
+  returned: when O(fleet) is given
+  type: list
+  elements: dict
+  sample: [{name: ai-server-l4-1, zone: asia-northeast3-a, exists: true}, {name: ai-server-l4-2, zone: asia-northeast3-b, exists: null}]
+  contains:
+    name:
+      description: Name.
+      type: str
+    zone:
+      description: Zone.
+      type: str
+    exists:
+      description: Whether the VM exists (asked only with O(instance.state=present); null otherwise).
+      type: bool
+quota:
+  description: The GPU quotas checked for the VMs still to be created (with O(fleet) and O(instance.state=present)).
+  returned: when O(fleet) is given and O(instance.state=present)
+  type: list
+  elements: dict
+  sample: [{scope: asia-northeast3, metric: NVIDIA_L4_GPUS, needed: 2, limit: 8.0, usage: 1.0}]
+  contains:
+    scope:
+      description: The region, or C(global) for C(GPUS_ALL_REGIONS).
+      type: str
+    metric:
+      description: The quota metric.
+      type: str
+    needed:
+      description: GPUs the VMs to create need.
+      type: int
+    limit:
+      description: The quota's limit (null when the API does not list the metric).
+      type: float
+    usage:
+      description: GPUs in use (null when the API does not list the metric).
+      type: float
 errors:
   description: Every problem found, each naming the input (as O(names) says) and the fix.
   returned: failure
@@ -394,15 +477,21 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
 )
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     FIREWALL_OPTIONS,
+    GLOBAL_GPU_METRIC,
+    GPU_QUOTA_METRICS,
     INSTANCE_OPTIONS,
     Names,
     api_option_problems,
     basename,
     check_gpu_setup,
     check_zone,
+    fleet_problems,
+    fleet_selection,
     image_path,
     image_problems,
     plan_problems,
+    quota_problems,
+    zone_region,
 )
 
 _SINGLE_VM_OPTIONS = ("zone", "machine_type", "accelerator_type", "image_family", "image", "image_project")
@@ -412,12 +501,18 @@ def argument_spec():
     spec = dict(GCE_AUTH_ARGSPEC)
     instance = copy.deepcopy(INSTANCE_OPTIONS)
     instance["state"] = dict(type="str", choices=["present", "started", "stopped", "absent"], default="present")
+    # with a fleet the members carry the names and zones (checked in main() without one)
+    instance["name"] = dict(type="str")
+    instance["zone"] = dict(type="str")
     firewall = copy.deepcopy(FIREWALL_OPTIONS)
     # a string is refused (check_ports names the variable) instead of being split at commas
     firewall["allowed"]["options"]["ports"] = dict(type="raw")
     spec.update(
         instance=dict(type="dict", options=instance),
         firewalls=dict(type="list", elements="dict", options=firewall),
+        fleet=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True),
+                                                              zone=dict(type="str", required=True))),
+        only=dict(type="list", elements="str", default=[]),
         names=dict(type="dict", default={}),
         zone=dict(type="str"),
         machine_type=dict(type="str"),
@@ -476,8 +571,9 @@ def check_vm_with_api(module, client, vm, result):
                              % (n["zone"], zone, client.project), **result)
     mt = client.get(client.project_path("zones", zone, "machineTypes", basename(vm["machine_type"])))
     if mt is None:
-        module.fail_json(msg="%s: %s is not offered in zone %s (gcloud compute machine-types list --zones %s); pick "
-                             "another zone or machine type" % (n["machine_type"], vm["machine_type"], zone, zone),
+        module.fail_json(msg="%s: %s is not offered in zone %s%s (gcloud compute machine-types list --zones %s); pick "
+                             "another zone or machine type" % (n["machine_type"], vm["machine_type"], zone,
+                                                               n.get("where", ""), zone),
                          **result)
     bundled = [{"type": a.get("guestAcceleratorType"), "count": a.get("guestAcceleratorCount")}
                for a in mt.get("accelerators") or []]
@@ -488,9 +584,10 @@ def check_vm_with_api(module, client, vm, result):
         count = wanted.get("count") or 1
         acc = client.get(client.project_path("zones", zone, "acceleratorTypes", acc_type))
         if acc is None:
-            module.fail_json(msg="%s: %s is not available in zone %s; list the zones that have it with gcloud "
+            module.fail_json(msg="%s: %s is not available in zone %s%s; list the zones that have it with gcloud "
                                  "compute accelerator-types list --filter=name=%s"
-                                 % (n["accelerator_type"], wanted["type"], zone, acc_type), **result)
+                                 % (n["accelerator_type"], wanted["type"], zone, n.get("where", ""), acc_type),
+                             **result)
         result["accelerator"] = dict(name=acc.get("name"), description=acc.get("description"),
                                      maximum_cards_per_instance=acc.get("maximumCardsPerInstance"))
         most = acc.get("maximumCardsPerInstance")
@@ -516,22 +613,92 @@ def check_vm_with_api(module, client, vm, result):
                                creation_timestamp=image.get("creationTimestamp"), disk_size_gb=image.get("diskSizeGb"))
 
 
+def fleet_quota(module, client, vm, members, result):
+    """Which members exist; then the GPU quotas (regional per accelerator type, GPUS_ALL_REGIONS) against the GPUs
+    of the members still to be created. Fails the module listing every quota without room."""
+    per_vm = (result.get("machine_type") or {}).get("accelerators") or vm["accelerators"]
+    new = []
+    for member in members:
+        member["exists"] = client.get(client.project_path("zones", member["zone"], "instances",
+                                                          member["name"])) is not None
+        if not member["exists"]:
+            new.append(member)
+    needed = {}  # scope -> {metric: GPUs}
+    for member in new:
+        for acc in per_vm[:1]:
+            acc_type = basename(acc.get("type"))
+            count = acc.get("count") or 1
+            metric = GPU_QUOTA_METRICS.get(acc_type)
+            if metric:
+                region = needed.setdefault(zone_region(member["zone"]), {})
+                region[metric] = region.get(metric, 0) + count
+            total = needed.setdefault("global", {})
+            total[GLOBAL_GPU_METRIC] = total.get(GLOBAL_GPU_METRIC, 0) + count
+    result["quota"] = []
+    errors = []
+    for scope in sorted(needed):
+        if scope == "global":
+            quotas = (client.get(client.project_path()) or {}).get("quotas") or []
+            where = "of project %s" % client.project
+        else:
+            quotas = (client.get(client.project_path("regions", scope)) or {}).get("quotas") or []
+            where = "in region %s" % scope
+        by_metric = dict((q.get("metric"), q) for q in quotas)
+        for metric, want in sorted(needed[scope].items()):
+            q = by_metric.get(metric) or {}
+            result["quota"].append(dict(scope=scope, metric=metric, needed=want, limit=q.get("limit"),
+                                        usage=q.get("usage")))
+        errors.extend(quota_problems(needed[scope], quotas, where, Names(module.params["names"])("fleet")))
+    if errors:
+        module.fail_json(msg="; ".join(errors), errors=errors, **result)
+
+
+def _unique(items):
+    out = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(), supports_check_mode=True,
         mutually_exclusive=[("image", "image_family")] + [("instance", o) for o in _SINGLE_VM_OPTIONS],
         required_one_of=[("instance", "zone", "firewalls")],
         required_together=[("zone", "machine_type")],
-        required_by={"accelerator_type": ("zone",), "image_family": ("zone",), "image": ("zone",)},
+        required_by={"accelerator_type": ("zone",), "image_family": ("zone",), "image": ("zone",),
+                     "fleet": ("instance",)},
     )
     p = module.params
     names = Names(p["names"])
+    fleet = [dict(name=m["name"], zone=m["zone"]) for m in p["fleet"] or []]
+    instance = p["instance"]
+    if p["only"] and p["fleet"] is None:
+        module.fail_json(msg="only needs fleet: it selects members of the fleet")
+    if instance is not None and p["fleet"] is None:
+        missing = [o for o in ("name", "zone") if not instance.get(o)]
+        if missing:
+            module.fail_json(msg="missing required arguments: %s found in instance (or give fleet)"
+                                 % ", ".join(missing))
+    if instance is not None and fleet:
+        # the template with the first member's name and zone: names as fleet.0 does
+        instance = dict(instance, name=fleet[0]["name"], zone=fleet[0]["zone"])
+        p["names"] = dict(p["names"])
+        p["names"]["instance.name"] = names("fleet.0.name")
+        p["names"]["instance.zone"] = names("fleet.0.zone")
+        names = Names(p["names"])
 
     # 1. every rule of the whole plan, no API call
-    errors, warnings = plan_problems(p["instance"], p["firewalls"], p["names"])
+    errors, warnings = plan_problems(instance, p["firewalls"], p["names"])
+    if p["fleet"] is not None:
+        if not fleet:
+            errors.append("%s is empty: a fleet has at least one VM" % names("fleet"))
+        errors.extend(fleet_problems(fleet, p["only"], names))
+        errors = _unique(errors)
     vm = None
-    if p["instance"] is not None and p["instance"]["state"] == "present":
-        vm = instance_vm(p["instance"], names.sub("instance"))
+    if instance is not None and instance["state"] == "present":
+        vm = instance_vm(instance, names.sub("instance"))
     elif p["zone"]:
         vm_errors, vm = single_vm_plan(p, names)
         errors.extend(vm_errors)
@@ -547,14 +714,29 @@ def main():
 
     # 2. what only the API knows (read-only)
     result = dict(changed=False)
+    members = [dict(m, exists=None) for m in fleet_selection(fleet, p["only"])]
+    if p["fleet"] is not None:
+        result["fleet"] = members
     if vm is None:
         module.exit_json(**result)
     result["accelerator"] = None
     client = client_from_module(module)
+    zone = vm["zone"]
     try:
-        check_vm_with_api(module, client, vm, result)
+        if not members:
+            check_vm_with_api(module, client, vm, result)
+        else:
+            index = dict((m["name"], i) for i, m in enumerate(fleet))
+            for member in members:  # once per zone
+                if any(m["zone"] == member["zone"] for m in members[:members.index(member)]):
+                    continue
+                zone = member["zone"]
+                zone_name = names("fleet.%d.zone" % index[member["name"]])
+                member_vm = dict(vm, zone=zone, names=dict(vm["names"], zone=zone_name, where=" (%s)" % zone_name))
+                check_vm_with_api(module, client, member_vm, result)
+            fleet_quota(module, client, vm, members, result)
     except GceError as e:
-        module.fail_json(msg="preflight in %s: %s" % (vm["zone"], e), **result)
+        module.fail_json(msg="preflight in %s: %s" % (zone, e), **result)
     module.exit_json(**result)
 
 

@@ -85,6 +85,14 @@ MACHINE_TYPES = {
     "g2-standard-96": (96, 393216, ("nvidia-l4", 8)),
     "a3-highgpu-8g": (208, 1916928, ("nvidia-h100-80gb", 8)),
 }
+# Resource quotas (made up, like the catalogue; a new real project often has GPUS_ALL_REGIONS = 0): the regional
+# GPU quota per accelerator type (metric names as in the discovery document's Quota.metric enum) and the global
+# GPUS_ALL_REGIONS. Usage is counted from the instances that hold their GPUs (every status but TERMINATED: a
+# stopped VM releases them). api.quotas[(project, region or "global", metric)] = limit overrides a default.
+GPU_QUOTA_METRICS = {"nvidia-l4": "NVIDIA_L4_GPUS", "nvidia-tesla-t4": "NVIDIA_T4_GPUS",
+                     "nvidia-h100-80gb": "NVIDIA_H100_GPUS"}
+DEFAULT_REGION_GPU_QUOTA = 8.0
+DEFAULT_GLOBAL_GPU_QUOTA = 16.0
 DISK_TYPES = ("pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced", "hyperdisk-ml",
               "hyperdisk-throughput")
 # G2 (L4) instances: Balanced and SSD Persistent Disk, Hyperdisk ML and Hyperdisk Throughput; only the first two
@@ -386,6 +394,8 @@ class ComputeApi(object):
         # getGuestAttributes answers "not found" this many times after each boot before the keys appear
         # (the real guest agent writes them a little after the VM is RUNNING)
         self.host_keys_delay = 1
+        # (project, region or "global", metric) -> limit (see GPU_QUOTA_METRICS)
+        self.quotas = {}
         self._fake_ext = ipaddress.ip_network("203.0.113.0/24").hosts()
         self._fake_int = ipaddress.ip_network("10.128.0.0/20").hosts()
         if state_file and os.path.exists(state_file):
@@ -1197,6 +1207,10 @@ class ComputeApi(object):
         wants_external = bool(nic_in.get("accessConfigs"))
         internal, nat = self._allocate(wants_external)
         pool_error = None
+        quota_message = self.quota_error(project, zone, accs)
+        if quota_message:  # checked before this instance holds its GPUs
+            pool_error = {"kind": "operation_error", "count": 1, "operation_type": "insert",
+                          "code": "QUOTA_EXCEEDED", "message": quota_message}
         if internal is None:
             pool_error = {"kind": "operation_error", "count": 1, "operation_type": "insert",
                           "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -1473,6 +1487,63 @@ class ComputeApi(object):
         return self._new_operation(p["project"], "setMachineType", inst["selfLink"], p["zone"],
                                    request_id=q.get("requestId"))
 
+    # ------------------------------------------------------------------ regions and quotas
+    def _gpu_usage(self, project):
+        """{(region, metric): GPUs in use} and the total: instances hold their GPUs unless TERMINATED."""
+        usage, total = {}, 0.0
+        for zone, insts in self.state.project(project)["instances"].items():
+            for inst in insts.values():
+                if inst.get("status") == "TERMINATED":
+                    continue
+                for acc in inst.get("guestAccelerators") or ():
+                    metric = GPU_QUOTA_METRICS.get(basename(acc.get("acceleratorType")))
+                    count = float(acc.get("acceleratorCount") or 0)
+                    if metric:
+                        key = (zone.rsplit("-", 1)[0], metric)
+                        usage[key] = usage.get(key, 0.0) + count
+                    total += count
+        return usage, total
+
+    def _region_quotas(self, project, region):
+        usage, _total = self._gpu_usage(project)
+        return [{"metric": metric, "limit": self.quotas.get((project, region, metric), DEFAULT_REGION_GPU_QUOTA),
+                 "usage": usage.get((region, metric), 0.0)} for metric in sorted(set(GPU_QUOTA_METRICS.values()))]
+
+    def _global_quotas(self, project):
+        _usage, total = self._gpu_usage(project)
+        return [{"metric": "GPUS_ALL_REGIONS",
+                 "limit": self.quotas.get((project, "global", "GPUS_ALL_REGIONS"), DEFAULT_GLOBAL_GPU_QUOTA),
+                 "usage": total}]
+
+    def _regions(self):
+        return sorted(set(z.rsplit("-", 1)[0] for z in ZONES))
+
+    def m_regions_get(self, p, q, body):
+        if p["region"] not in self._regions():
+            raise not_found("projects/%s/regions/%s" % (p["project"], p["region"]))
+        region = p["region"]
+        return {"kind": "compute#region", "id": _id(region), "name": region, "status": "UP",
+                "description": region, "selfLink": self.link("projects", p["project"], "regions", region),
+                "zones": [self.zone_link(p["project"], z) for z in ZONES if z.rsplit("-", 1)[0] == region],
+                "quotas": self._region_quotas(p["project"], region)}
+
+    def quota_error(self, project, zone, accs, starting=None):
+        """The operation error of an insert (or start) whose GPUs exceed a quota, or None: Compute fails the
+        operation with QUOTA_EXCEEDED ("Quota 'NVIDIA_L4_GPUS' exceeded.  Limit: 1.0 in region R.")."""
+        region = zone.rsplit("-", 1)[0]
+        usage, total = self._gpu_usage(project)
+        for acc_type, count in accs:
+            metric = GPU_QUOTA_METRICS.get(acc_type)
+            if not metric:
+                continue
+            limit = self.quotas.get((project, region, metric), DEFAULT_REGION_GPU_QUOTA)
+            if usage.get((region, metric), 0.0) + count > limit:
+                return "Quota '%s' exceeded.  Limit: %.1f in region %s." % (metric, limit, region)
+        limit = self.quotas.get((project, "global", "GPUS_ALL_REGIONS"), DEFAULT_GLOBAL_GPU_QUOTA)
+        if accs and total + sum(c for _a, c in accs) > limit:
+            return "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: %.1f globally." % limit
+        return None
+
     def set_project_metadata(self, project, items):
         """Project-wide metadata (commonInstanceMetadata), e.g. {"enable-oslogin": "TRUE"} as an org policy sets it."""
         with self.lock:
@@ -1487,7 +1558,8 @@ class ComputeApi(object):
                 "selfLink": self.link("projects", p["project"]),
                 "commonInstanceMetadata": {"kind": "compute#metadata", "items": items,
                                            "fingerprint": fingerprint(items)},
-                "defaultServiceAccount": "%s-compute@developer.gserviceaccount.com" % self.project_number(p["project"])}
+                "defaultServiceAccount": "%s-compute@developer.gserviceaccount.com" % self.project_number(p["project"]),
+                "quotas": self._global_quotas(p["project"])}
 
     def m_disks_get(self, p, q, body):
         disk = self.state.project(p["project"])["disks"].get(p["zone"], {}).get(p["disk"])
