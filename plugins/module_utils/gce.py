@@ -587,13 +587,20 @@ def known_hosts_update(text, hosts, keys):
     """known_hosts text with every line for any of `hosts` replaced by one line per key of `keys`
     ("HOST1,HOST2 TYPE KEY"); other lines kept as they are."""
     hosts = [h for h in hosts if h]
+    ours = ["%s %s %s" % (",".join(hosts), t, keys[t]) for t in HOST_KEY_TYPES if t in keys]
     kept = []
+    at = None  # the new lines take the place of the first old line of these hosts (the file's order stays, so
+    #            an unchanged key of one VM of several is no change), else they are appended
     for line in (text or "").splitlines():
         words = line.split()
         if words and not line.lstrip().startswith("#"):
             field = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
             if _known_host_matches(field, hosts):
+                if at is None:
+                    at = len(kept)
                 continue
         kept.append(line)
-    kept += ["%s %s %s" % (",".join(hosts), t, keys[t]) for t in HOST_KEY_TYPES if t in keys]
+    if at is None:
+        at = len(kept)
+    kept[at:at] = ours
     return "\n".join(kept) + "\n" if kept else ""

@@ -148,3 +148,34 @@ def test_standin_refuses_an_insert_over_quota_and_reports_usage(server):
         region = server.api.m_regions_get({"project": "llmops-demo", "region": "asia-northeast3"}, {}, {})
     l4 = [q for q in region["quotas"] if q["metric"] == "NVIDIA_L4_GPUS"][0]
     assert l4 == {"metric": "NVIDIA_L4_GPUS", "limit": 1.0, "usage": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------- the filter
+from ansible.errors import AnsibleFilterError  # noqa: E402
+
+from ansible_collections.llmops.gce_vllm.plugins.filter.gce_fleet import gce_fleet  # noqa: E402
+
+
+def test_fleet_filter_single_vm_is_the_old_default():
+    assert gce_fleet([], zone="asia-northeast3-a", name="ai-server-l4") == [
+        {"name": "ai-server-l4", "zone": "asia-northeast3-a"}]
+
+
+def test_fleet_filter_count_and_list():
+    assert gce_fleet([], zone="z-a", name="vm", count=3) == [
+        {"name": "vm-1", "zone": "z-a"}, {"name": "vm-2", "zone": "z-a"}, {"name": "vm-3", "zone": "z-a"}]
+    assert gce_fleet([{"name": "a"}, {"name": "b", "zone": "z-b"}], zone="z-a", name="vm") == [
+        {"name": "a", "zone": "z-a"}, {"name": "b", "zone": "z-b"}]
+
+
+@pytest.mark.parametrize("instances, count, words", [
+    ([{"name": "a"}], 2, "set either gce_vllm_instances"),
+    ([{"zone": "z-a"}], 1, "gce_vllm_instances[0] must be a dict with a name"),
+    ([{"name": "a", "zones": "z-a"}], 1, "gce_vllm_instances[0] has unknown keys zones"),
+    ([], 0, "gce_vllm_instance_count must be at least 1"),
+    ("a,b", 1, "gce_vllm_instances must be a list"),
+])
+def test_fleet_filter_refuses_bad_input_naming_the_variable(instances, count, words):
+    with pytest.raises(AnsibleFilterError) as e:
+        gce_fleet(instances, zone="z-a", name="vm", count=count)
+    assert words in str(e.value)

@@ -160,3 +160,14 @@ def test_the_shipped_inventory_points_ssh_at_the_file_provision_writes():
     for path in (root / "inventories").rglob("*.yml"):
         text = path.read_text()
         assert "StrictHostKeyChecking=no" not in text and "UserKnownHostsFile=/dev/null" not in text, path
+
+
+def test_known_hosts_update_keeps_the_order_of_a_fleet():
+    """Three VMs in one file: re-reading the first VM's unchanged keys is no change (its lines keep their place);
+    a new key replaces the old line where it was."""
+    text = "".join("10.0.0.%d ssh-ed25519 KEY%d\n" % (i, i) for i in (1, 2, 3))
+    assert gce.known_hosts_update(text, ["10.0.0.1"], {"ssh-ed25519": "KEY1"}) == text
+    changed = gce.known_hosts_update(text, ["10.0.0.2"], {"ssh-ed25519": "NEW2"})
+    assert changed.splitlines() == ["10.0.0.1 ssh-ed25519 KEY1", "10.0.0.2 ssh-ed25519 NEW2",
+                                    "10.0.0.3 ssh-ed25519 KEY3"]
+    assert gce.known_hosts_update(text, ["10.0.0.4"], {"ssh-ed25519": "KEY4"}).endswith("10.0.0.4 ssh-ed25519 KEY4\n")
