@@ -730,6 +730,82 @@ def quota_problems(needed, quotas, where, names_hint):
     return errors
 
 
+# Where Google's health-check probes of a backend service-based external passthrough Network Load Balancer come
+# from (https://cloud.google.com/load-balancing/docs/firewall-rules, row "External passthrough Network Load
+# Balancer"): the firewall must admit them on the health-check port. 130.211.0.0/22 (with 35.191.0.0/16) is
+# the list of the proxy-based and internal load balancers, not of this one.
+NLB_HEALTH_CHECK_RANGES = ("35.191.0.0/16", "209.85.152.0/22", "209.85.204.0/22")
+
+
+def load_balancer_problems(p, names=None):
+    """The rule errors of gce_load_balancer's options `p` (no API call): names, one region for every member,
+    ports, health-check timing (timeout <= interval, thresholds 1..10), the draining timeout."""
+    names = names or Names()
+    errors = []
+    err = check_name(p.get("name"), names("name"))
+    if err:
+        errors.append(err)
+    instances = p.get("instances") or []
+    if p.get("state", "present") == "present" and not instances:
+        errors.append("%s is empty: the load balancer needs at least one VM" % names("instances"))
+    regions = {}
+    for i, inst in enumerate(instances):
+        for e in (check_name(inst.get("name"), names("instances.%d.name" % i)),
+                  check_zone(inst.get("zone"), names("instances.%d.zone" % i))):
+            if e:
+                errors.append(e)
+        if isinstance(inst.get("zone"), str) and _ZONE_RE.match(inst["zone"]):
+            regions.setdefault(zone_region(inst["zone"]), []).append(inst.get("name"))
+    region = p.get("region")
+    if region and not _REGION_RE.match(region):
+        errors.append("%s %r is not a region name (for example asia-northeast3)" % (names("region"), region))
+    if len(regions) > 1 or (region and regions and set(regions) != {region}):
+        errors.append("%s: an external passthrough Network Load Balancer is regional and its backends must be in its "
+                      "region%s, but the VMs are in %s; keep the fleet in one region (zones of one region), or make "
+                      "one load balancer per region" % (
+                          names("instances"), " (%s)" % region if region else "",
+                          "; ".join("%s: %s" % (r, ", ".join(map(str, v))) for r, v in sorted(regions.items()))))
+    if p.get("state", "present") == "present" and not region and not regions:
+        errors.append("%s is required without %s" % (names("region"), names("instances")))
+    group_names = set("%s-%s" % (p.get("name"), inst.get("zone")) for inst in instances)
+    for group in sorted(group_names):
+        if len(group) > 63:
+            errors.append("%s %r gives the instance group name %r, longer than 63 characters; use a shorter name"
+                          % (names("name"), p.get("name"), group))
+    for key in ("port",):
+        value = p.get(key)
+        if value is not None and not 1 <= int(value) <= 65535:
+            errors.append("%s %s is not a port (1-65535)" % (names(key), value))
+    hc = p.get("health_check") or {}
+    if hc.get("port") is not None and not 1 <= int(hc["port"]) <= 65535:
+        errors.append("%s %s is not a port (1-65535)" % (names("health_check.port"), hc["port"]))
+    path = hc.get("request_path")
+    if path is not None and (not str(path).startswith("/") or any(c.isspace() for c in str(path))):
+        errors.append("%s %r must be a path starting with / (the readiness path, /ready)"
+                      % (names("health_check.request_path"), path))
+    interval, timeout = hc.get("check_interval_sec"), hc.get("timeout_sec")
+    if interval is not None and not 1 <= interval <= 300:
+        errors.append("%s %s must be 1..300 seconds" % (names("health_check.check_interval_sec"), interval))
+    if timeout is not None and interval is not None and not 1 <= timeout <= interval:
+        errors.append("%s %s must be at least 1 and at most %s %s (Compute refuses a timeout longer than the interval)"
+                      % (names("health_check.timeout_sec"), timeout, names("health_check.check_interval_sec"),
+                         interval))
+    for key in ("healthy_threshold", "unhealthy_threshold"):
+        value = hc.get(key)
+        if value is not None and not 1 <= value <= 10:
+            errors.append("%s %s must be 1..10 consecutive probes" % (names("health_check.%s" % key), value))
+    drain = p.get("draining_timeout_sec")
+    if drain is not None and not 0 <= drain <= 3600:
+        errors.append("%s %s must be 0..3600 seconds" % (names("draining_timeout_sec"), drain))
+    seen = {}
+    for i, inst in enumerate(instances):
+        if inst.get("name") in seen:
+            errors.append("%s %r is also %s: each VM once" % (names("instances.%d.name" % i), inst.get("name"),
+                                                             seen[inst["name"]]))
+        seen.setdefault(inst.get("name"), names("instances.%d.name" % i))
+    return errors
+
+
 def describe_allowed(allowed):
     """'tcp:8000,8001' for an allowed list (as the user wrote it; a string of ports is shown as it is)."""
     def ports(rule):

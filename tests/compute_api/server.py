@@ -93,6 +93,11 @@ GPU_QUOTA_METRICS = {"nvidia-l4": "NVIDIA_L4_GPUS", "nvidia-tesla-t4": "NVIDIA_T
                      "nvidia-h100-80gb": "NVIDIA_H100_GPUS"}
 DEFAULT_REGION_GPU_QUOTA = 8.0
 DEFAULT_GLOBAL_GPU_QUOTA = 16.0
+# Where Google's health-check probes of a backend service-based external passthrough Network Load Balancer come
+# from (https://cloud.google.com/load-balancing/docs/firewall-rules, "External passthrough Network Load
+# Balancer": health check ranges 35.191.0.0/16, 209.85.152.0/22, 209.85.204.0/22): a member is probed only when
+# a firewall rule admits all three (130.211.0.0/22 is for the proxy and internal load balancers, not this one).
+HC_SOURCE_RANGES = ("35.191.0.0/16", "209.85.152.0/22", "209.85.204.0/22")
 DISK_TYPES = ("pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "hyperdisk-balanced", "hyperdisk-ml",
               "hyperdisk-throughput")
 # G2 (L4) instances: Balanced and SSD Persistent Disk, Hyperdisk ML and Hyperdisk Throughput; only the first two
@@ -519,10 +524,10 @@ class ComputeApi(object):
 
     # ------------------------------------------------------------------ operations
     def _new_operation(self, project, op_type, target_link, zone=None, on_done=None, on_error=None,
-                       request_id=None):
+                       request_id=None, region=None):
         n = next(self.state.counter)
         name = "operation-%d-%s" % (int(time.time() * 1000), uuid.uuid4().hex[:12])
-        scope = ("zones/%s" % zone) if zone else "global"
+        scope = ("zones/%s" % zone) if zone else ("regions/%s" % region) if region else "global"
         op = {
             "kind": "compute#operation",
             "id": _id(name),
@@ -538,6 +543,8 @@ class ComputeApi(object):
         }
         if zone:
             op["zone"] = self.zone_link(project, zone)
+        if region:
+            op["region"] = self.link("projects", project, "regions", region)
         op["_n"] = n
         op["_polls"] = 0
         op["_created"] = self.now()
@@ -632,6 +639,9 @@ class ComputeApi(object):
                 self.check_project(params["project"])
             if "zone" in params and method.id != "compute.zones.get":
                 self.check_zone(params["project"], params["zone"])
+            if "region" in params and method.id != "compute.regions.get" \
+                    and params["region"] not in set(z.rsplit("-", 1)[0] for z in ZONES):
+                raise bad("Invalid value for field 'region': '%s'. Unknown region." % params["region"])
             request_id = q.get("requestId")
             if request_id and request_id in self.state.request_ids:
                 op = self.state.operations.get(self.state.request_ids[request_id])
@@ -891,6 +901,14 @@ class ComputeApi(object):
 
     def m_globalOperations_wait(self, p, q, body):
         return _LongPoll(self._op(p, "global"))
+
+    def m_regionOperations_get(self, p, q, body):
+        op = self._op(p, "regions/%s" % p["region"])
+        self._advance(op)
+        return op
+
+    def m_regionOperations_wait(self, p, q, body):
+        return _LongPoll(self._op(p, "regions/%s" % p["region"]))
 
     def _hold(self, op):
         """operations.wait as Google documents it: "waits for no more than the 2 minutes and then returns the
@@ -1290,6 +1308,11 @@ class ComputeApi(object):
         if inst is None:
             return
         self._release(inst)
+        # a deleted VM leaves the unmanaged instance groups it was in
+        for group in (proj.get("instanceGroups") or {}).get(zone, {}).values():
+            if inst["selfLink"] in group["_members"]:
+                group["_members"].remove(inst["selfLink"])
+                group["size"] = len(group["_members"])
         for d in inst.get("disks") or ():
             if d.get("autoDelete"):
                 proj["disks"].get(zone, {}).pop(basename(d["source"]), None)
@@ -1544,6 +1567,475 @@ class ComputeApi(object):
             return "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: %.1f globally." % limit
         return None
 
+    # ------------------------------------------------------------------ load balancer (regional passthrough NLB)
+    # The resources of a backend service-based external passthrough Network Load Balancer: regional health
+    # checks, unmanaged (zonal) instance groups, regional backend services, regional forwarding rules. Rules the
+    # real API enforces and this stand-in enforces too (Compute Engine docs; quoted where stricter than trivial):
+    # - a resource used by another cannot be deleted: 400 resourceInUseByAnotherResource ("The health_check
+    #   resource '...' is already being used by '...'"), so teardown must go forwarding rule -> backend service
+    #   -> health check / instance groups;
+    # - instance groups: "All VM instances in an unmanaged instance group must be in the same zone and VPC
+    #   network" (Unmanaged instance groups, limits); "a VM instance can belong to only one load-balanced
+    #   unmanaged instance group"; a VM that is deleted leaves its groups;
+    # - backend services of an external passthrough NLB: loadBalancingScheme EXTERNAL, regional health checks,
+    #   backends in the region of the backend service ("backends must be in the same region"), each group once;
+    #   patch/update need the current fingerprint ("An up-to-date fingerprint must be provided in order to
+    #   update the BackendService, otherwise the request will fail with error 412 conditionNotMet");
+    # - health checks: timeoutSec <= checkIntervalSec ("timeoutSec ... must be less than or equal to
+    #   checkIntervalSec"), thresholds 1..10;
+    # - getHealth answers what the stand-in can know: a member is HEALTHY only if it is RUNNING, a firewall rule
+    #   of its network admits the health-check source ranges (HC_SOURCE_RANGES) on the health-check port for its
+    #   tags, and an HTTP GET of its networkIP:port/requestPath answers 200 within timeoutSec (a real probe of a
+    #   test host; made-up addresses are UNHEALTHY).
+    def _lb(self, project, kind):
+        return self.state.project(project).setdefault(kind, {})
+
+    @staticmethod
+    def _in_use(kind, link, user):
+        return ApiError(400, "The %s resource '%s' is already being used by '%s'" % (kind, link, user),
+                        reason="resourceInUseByAnotherResource")
+
+    def _users(self, project, link):
+        """Links of the resources that refer to `link` (backend services -> health checks and groups,
+        forwarding rules -> backend services)."""
+        users = []
+        for region in self._lb(project, "backendServices").values():
+            for bs in region.values():
+                if link in (bs.get("healthChecks") or []) or link in [b.get("group") for b in bs.get("backends") or []]:
+                    users.append(bs["selfLink"])
+        for region in self._lb(project, "forwardingRules").values():
+            for fr in region.values():
+                if fr.get("backendService") == link:
+                    users.append(fr["selfLink"])
+        return users
+
+    def _regional_ref(self, project, region, value, collection, where):
+        m = re.search(r"(?:^|/)(?:projects/([^/]+)/)?regions/([^/]+)/%s/([^/]+)$" % collection, value or "")
+        if not m:
+            raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where, value))
+        if m.group(2) != region:
+            raise bad("Invalid value for field '%s': '%s'. The resource must be in region %s." % (where, value, region))
+        return m.group(3)
+
+    # health checks
+    def _health_check_from_body(self, project, region, body, old=None):
+        hc = copy.deepcopy(old) if old else {}
+        for key, value in body.items():
+            if key in ("kind", "id", "creationTimestamp", "selfLink", "region"):
+                continue
+            hc[key] = copy.deepcopy(value)
+        if hc.get("type") != "HTTP" or not isinstance(hc.get("httpHealthCheck"), dict):
+            raise bad("Invalid value for field 'resource.type': '%s'. This stand-in knows HTTP health checks with "
+                      "httpHealthCheck." % hc.get("type"))
+        http = hc["httpHealthCheck"]
+        http.setdefault("port", 80)
+        http.setdefault("requestPath", "/")
+        http.setdefault("proxyHeader", "NONE")
+        if not 1 <= int(http["port"]) <= 65535:
+            raise bad("Invalid value for field 'resource.httpHealthCheck.port': '%s'." % http["port"])
+        if not str(http["requestPath"]).startswith("/"):
+            raise bad("Invalid value for field 'resource.httpHealthCheck.requestPath': '%s'. It must start with /."
+                      % http["requestPath"])
+        for key, default in (("checkIntervalSec", 5), ("timeoutSec", 5), ("healthyThreshold", 2),
+                             ("unhealthyThreshold", 2)):
+            hc.setdefault(key, default)
+        if not 1 <= hc["checkIntervalSec"] <= 300:
+            raise bad("Invalid value for field 'resource.checkIntervalSec': '%s'. Must be between 1 and 300."
+                      % hc["checkIntervalSec"])
+        if not 1 <= hc["timeoutSec"] <= hc["checkIntervalSec"]:
+            raise bad("Invalid value for field 'resource.timeoutSec': '%s'. timeoutSec must be less than or equal to "
+                      "checkIntervalSec (%s)." % (hc["timeoutSec"], hc["checkIntervalSec"]))
+        for key in ("healthyThreshold", "unhealthyThreshold"):
+            if not 1 <= hc[key] <= 10:
+                raise bad("Invalid value for field 'resource.%s': '%s'. Must be between 1 and 10." % (key, hc[key]))
+        hc["kind"] = "compute#healthCheck"
+        hc["region"] = self.link("projects", project, "regions", region)
+        hc["selfLink"] = self.link("projects", project, "regions", region, "healthChecks", hc["name"])
+        hc.setdefault("id", _id(hc["selfLink"] + str(time.time())))
+        hc.setdefault("creationTimestamp", now_rfc3339())
+        return hc
+
+    def _get_lb(self, p, kind, scope_key, name_key, path_kind):
+        item = self._lb(p["project"], kind).get(p[scope_key], {}).get(p[name_key])
+        scope = "regions" if scope_key == "region" else "zones"
+        if item is None:
+            raise not_found("projects/%s/%s/%s/%s/%s" % (p["project"], scope, p[scope_key], path_kind, p[name_key]))
+        return item
+
+    def m_regionHealthChecks_get(self, p, q, body):
+        return self._get_lb(p, "healthChecks", "region", "healthCheck", "healthChecks")
+
+    def m_regionHealthChecks_insert(self, p, q, body):
+        region = self._lb(p["project"], "healthChecks").setdefault(p["region"], {})
+        if body.get("name") in region:
+            raise ApiError(409, "The resource 'projects/%s/regions/%s/healthChecks/%s' already exists"
+                           % (p["project"], p["region"], body["name"]))
+        hc = self._health_check_from_body(p["project"], p["region"], body)
+        region[hc["name"]] = hc
+        self.save()
+        return self._new_operation(p["project"], "insert", hc["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"), on_error=lambda: region.pop(hc["name"], None))
+
+    def m_regionHealthChecks_patch(self, p, q, body):
+        old = self.m_regionHealthChecks_get(p, q, body)
+        if body.get("name") not in (None, old["name"]):
+            raise bad("Invalid value for field 'resource.name': '%s'. The name cannot be changed." % body["name"])
+        hc = self._health_check_from_body(p["project"], p["region"], dict(body, name=old["name"]), old)
+        self._lb(p["project"], "healthChecks")[p["region"]][old["name"]] = hc
+        self.save()
+        return self._new_operation(p["project"], "patch", hc["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"))
+
+    def m_regionHealthChecks_delete(self, p, q, body):
+        hc = self.m_regionHealthChecks_get(p, q, body)
+        users = self._users(p["project"], hc["selfLink"])
+        if users:
+            raise self._in_use("health_check", hc["selfLink"].replace(self.base, ""), users[0].replace(self.base, ""))
+        region = self._lb(p["project"], "healthChecks")[p["region"]]
+        return self._new_operation(p["project"], "delete", hc["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"), on_done=lambda: region.pop(p["healthCheck"], None))
+
+    # instance groups (unmanaged)
+    def _group(self, p):
+        return self._get_lb(p, "instanceGroups", "zone", "instanceGroup", "instanceGroups")
+
+    def m_instanceGroups_get(self, p, q, body):
+        return self.public(self._group(p))
+
+    def m_instanceGroups_insert(self, p, q, body):
+        zone = self._lb(p["project"], "instanceGroups").setdefault(p["zone"], {})
+        name = body.get("name")
+        if name in zone:
+            raise ApiError(409, "The resource 'projects/%s/zones/%s/instanceGroups/%s' already exists"
+                           % (p["project"], p["zone"], name))
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name or ""):
+            raise bad("Invalid value for field 'resource.name': '%s'." % name)
+        network = self._resolve_network(p["project"], body.get("network"), "resource.network")
+        link = self.link("projects", p["project"], "zones", p["zone"], "instanceGroups", name)
+        group = {"kind": "compute#instanceGroup", "id": _id(link + str(time.time())), "name": name,
+                 "description": body.get("description", ""), "network": network, "size": 0,
+                 "zone": self.zone_link(p["project"], p["zone"]), "namedPorts": list(body.get("namedPorts") or []),
+                 "selfLink": link, "creationTimestamp": now_rfc3339(), "fingerprint": fingerprint([link]),
+                 "_members": []}
+        zone[name] = group
+        self.save()
+        return self._new_operation(p["project"], "insert", link, p["zone"], request_id=q.get("requestId"),
+                                   on_error=lambda: zone.pop(name, None))
+
+    def _load_balanced_groups_of(self, project, inst_link):
+        """The groups holding `inst_link` that a backend service uses."""
+        out = []
+        for zone in self._lb(project, "instanceGroups").values():
+            for group in zone.values():
+                if inst_link in group["_members"] and self._users(project, group["selfLink"]):
+                    out.append(group["selfLink"])
+        return out
+
+    def m_instanceGroups_addInstances(self, p, q, body):
+        group = self._group(p)
+        links = []
+        for i, ref in enumerate(body.get("instances") or []):
+            value = ref.get("instance") or ""
+            m = re.search(r"(?:^|/)projects/([^/]+)/zones/([^/]+)/instances/([^/]+)$", value)
+            where = "resource.instances[%d].instance" % i
+            if not m:
+                raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where, value))
+            if m.group(2) != p["zone"]:
+                raise bad("Invalid value for field '%s': '%s'. All VM instances in an unmanaged instance group must "
+                          "be in the zone of the group (%s)." % (where, value, p["zone"]))
+            inst = self.state.project(m.group(1))["instances"].get(m.group(2), {}).get(m.group(3))
+            if inst is None:
+                raise not_found("projects/%s/zones/%s/instances/%s" % m.groups())
+            if (inst.get("networkInterfaces") or [{}])[0].get("network") != group["network"]:
+                raise bad("Invalid value for field '%s': '%s'. All VM instances in an unmanaged instance group must "
+                          "be in the VPC network of the group (%s)." % (where, value, basename(group["network"])))
+            if inst["selfLink"] in group["_members"]:
+                raise bad("The resource '%s' is already a member of '%s'" % (
+                    inst["selfLink"].replace(self.base, ""), group["selfLink"].replace(self.base, "")),
+                    "memberAlreadyExists")
+            if self._users(p["project"], group["selfLink"]):
+                others = [g for g in self._load_balanced_groups_of(p["project"], inst["selfLink"])
+                          if g != group["selfLink"]]
+                if others:
+                    raise bad("Invalid value for field '%s': '%s'. A VM instance can belong to only one "
+                              "load-balanced unmanaged instance group (it is in %s)."
+                              % (where, value, others[0].replace(self.base, "")))
+            links.append(inst["selfLink"])
+
+        def done():
+            for link in links:
+                if link not in group["_members"]:
+                    group["_members"].append(link)
+            group["size"] = len(group["_members"])
+        return self._new_operation(p["project"], "addInstances", group["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"), on_done=done)
+
+    def m_instanceGroups_removeInstances(self, p, q, body):
+        group = self._group(p)
+        links = []
+        for i, ref in enumerate(body.get("instances") or []):
+            value = ref.get("instance") or ""
+            match = [m for m in group["_members"] if m.endswith("/" + value.split("/compute/v1/")[-1].lstrip("/"))
+                     or m == value]
+            if not match:
+                raise bad("Invalid value for field 'resource.instances[%d].instance': '%s'. The instance is not a "
+                          "member of the group." % (i, value), "memberNotFound")
+            links.append(match[0])
+
+        def done():
+            for link in links:
+                if link in group["_members"]:
+                    group["_members"].remove(link)
+            group["size"] = len(group["_members"])
+        return self._new_operation(p["project"], "removeInstances", group["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"), on_done=done)
+
+    def m_instanceGroups_listInstances(self, p, q, body):
+        group = self._group(p)
+        proj = self.state.project(p["project"])
+        items = []
+        for link in group["_members"]:
+            inst = proj["instances"].get(p["zone"], {}).get(basename(link)) or {}
+            state = body.get("instanceState") or "ALL"
+            if state == "RUNNING" and inst.get("status") != "RUNNING":
+                continue
+            items.append({"instance": link, "status": inst.get("status", "TERMINATED")})
+        return self._page(items, q, "compute#instanceGroupsListInstances", group["selfLink"] + "/listInstances")
+
+    def m_instanceGroups_delete(self, p, q, body):
+        group = self._group(p)
+        users = self._users(p["project"], group["selfLink"])
+        if users:
+            raise self._in_use("instance_group", group["selfLink"].replace(self.base, ""),
+                               users[0].replace(self.base, ""))
+        zone = self._lb(p["project"], "instanceGroups")[p["zone"]]
+        return self._new_operation(p["project"], "delete", group["selfLink"], p["zone"],
+                                   request_id=q.get("requestId"), on_done=lambda: zone.pop(p["instanceGroup"], None))
+
+    # backend services (regional)
+    def _backend_service_from_body(self, project, region, body, old=None):
+        bs = copy.deepcopy(old) if old else {}
+        for key, value in body.items():
+            if key in ("kind", "id", "creationTimestamp", "selfLink", "region", "fingerprint"):
+                continue
+            bs[key] = copy.deepcopy(value)
+        bs.setdefault("loadBalancingScheme", "INTERNAL")
+        if bs["loadBalancingScheme"] != "EXTERNAL":
+            raise bad("Invalid value for field 'resource.loadBalancingScheme': '%s'. This stand-in models the "
+                      "backend service of an external passthrough Network Load Balancer: EXTERNAL."
+                      % bs["loadBalancingScheme"])
+        bs.setdefault("protocol", "TCP")
+        if bs["protocol"] not in ("TCP", "UDP", "UNSPECIFIED"):
+            raise bad("Invalid value for field 'resource.protocol': '%s'. A regional EXTERNAL backend service of a "
+                      "passthrough load balancer takes TCP, UDP or UNSPECIFIED." % bs["protocol"])
+        checks = bs.get("healthChecks") or []
+        if len(checks) != 1:
+            raise bad("Invalid value for field 'resource.healthChecks': exactly one health check is required.")
+        hc_name = self._regional_ref(project, region, checks[0], "healthChecks", "resource.healthChecks[0]")
+        if hc_name not in self._lb(project, "healthChecks").get(region, {}):
+            raise not_found("projects/%s/regions/%s/healthChecks/%s" % (project, region, hc_name))
+        bs["healthChecks"] = [self.link("projects", project, "regions", region, "healthChecks", hc_name)]
+        seen = set()
+        for i, backend in enumerate(bs.get("backends") or []):
+            where = "resource.backends[%d].group" % i
+            m = re.search(r"(?:^|/)(?:projects/([^/]+)/)?zones/([^/]+)/instanceGroups/([^/]+)$", backend.get("group") or "")
+            if not m:
+                raise bad("Invalid value for field '%s': '%s'. The URL is malformed." % (where, backend.get("group")))
+            if m.group(2).rsplit("-", 1)[0] != region:
+                raise bad("Invalid value for field '%s': '%s'. Backends must be in the region of the backend service "
+                          "(%s)." % (where, backend["group"], region))
+            if m.group(3) not in self._lb(project, "instanceGroups").get(m.group(2), {}):
+                raise not_found("projects/%s/zones/%s/instanceGroups/%s" % (project, m.group(2), m.group(3)))
+            link = self.link("projects", project, "zones", m.group(2), "instanceGroups", m.group(3))
+            if link in seen:
+                raise bad("Invalid value for field '%s': '%s'. Duplicate backend group." % (where, backend["group"]))
+            seen.add(link)
+            backend["group"] = link
+            backend.setdefault("balancingMode", "CONNECTION")
+            if backend["balancingMode"] != "CONNECTION":
+                raise bad("Invalid value for field 'resource.backends[%d].balancingMode': '%s'. A passthrough load "
+                          "balancer's backends use CONNECTION." % (i, backend["balancingMode"]))
+        drain = bs.setdefault("connectionDraining", {"drainingTimeoutSec": 0})
+        drain.setdefault("drainingTimeoutSec", 0)
+        if not 0 <= int(drain["drainingTimeoutSec"]) <= 3600:
+            raise bad("Invalid value for field 'resource.connectionDraining.drainingTimeoutSec': '%s'. Must be "
+                      "between 0 and 3600." % drain["drainingTimeoutSec"])
+        bs.setdefault("sessionAffinity", "NONE")
+        bs["kind"] = "compute#backendService"
+        bs["region"] = self.link("projects", project, "regions", region)
+        bs["selfLink"] = self.link("projects", project, "regions", region, "backendServices", bs["name"])
+        bs.setdefault("id", _id(bs["selfLink"] + str(time.time())))
+        bs.setdefault("creationTimestamp", now_rfc3339())
+        bs["fingerprint"] = fingerprint([bs.get(k) for k in sorted(bs) if k not in ("fingerprint", "id")])
+        return bs
+
+    def m_regionBackendServices_get(self, p, q, body):
+        return self._get_lb(p, "backendServices", "region", "backendService", "backendServices")
+
+    def m_regionBackendServices_insert(self, p, q, body):
+        region = self._lb(p["project"], "backendServices").setdefault(p["region"], {})
+        if body.get("name") in region:
+            raise ApiError(409, "The resource 'projects/%s/regions/%s/backendServices/%s' already exists"
+                           % (p["project"], p["region"], body["name"]))
+        bs = self._backend_service_from_body(p["project"], p["region"], body)
+        region[bs["name"]] = bs
+        self.save()
+        return self._new_operation(p["project"], "insert", bs["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"), on_error=lambda: region.pop(bs["name"], None))
+
+    def _backend_service_change(self, p, q, body, merge, op_type):
+        old = self.m_regionBackendServices_get(p, q, body)
+        if body.get("fingerprint") != old["fingerprint"]:
+            raise ApiError(412, "Invalid fingerprint: an up-to-date fingerprint must be provided to update the "
+                                "BackendService '%s'." % old["selfLink"].replace(self.base, ""),
+                           reason="conditionNotMet")
+        if body.get("name") not in (None, old["name"]):
+            raise bad("Invalid value for field 'resource.name': '%s'. The name cannot be changed." % body["name"])
+        body = dict(body, name=old["name"])
+        if merge:
+            bs = self._backend_service_from_body(p["project"], p["region"], body, old)
+        else:
+            bs = self._backend_service_from_body(p["project"], p["region"], body)
+            bs.update({k: old[k] for k in ("id", "creationTimestamp")})
+        self._lb(p["project"], "backendServices")[p["region"]][old["name"]] = bs
+        self.save()
+        return self._new_operation(p["project"], op_type, bs["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"))
+
+    def m_regionBackendServices_patch(self, p, q, body):
+        return self._backend_service_change(p, q, body, True, "patch")
+
+    def m_regionBackendServices_update(self, p, q, body):
+        return self._backend_service_change(p, q, body, False, "update")
+
+    def m_regionBackendServices_delete(self, p, q, body):
+        bs = self.m_regionBackendServices_get(p, q, body)
+        users = self._users(p["project"], bs["selfLink"])
+        if users:
+            raise self._in_use("backend_service", bs["selfLink"].replace(self.base, ""),
+                               users[0].replace(self.base, ""))
+        region = self._lb(p["project"], "backendServices")[p["region"]]
+        return self._new_operation(p["project"], "delete", bs["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"), on_done=lambda: region.pop(p["backendService"], None))
+
+    def _probe_admitted(self, project, inst, port):
+        """Whether a firewall rule of the instance's network admits every health-check range on `port`."""
+        network = (inst.get("networkInterfaces") or [{}])[0].get("network")
+        tags = set((inst.get("tags") or {}).get("items") or [])
+        for fw in self.state.project(project)["firewalls"].values():
+            if fw.get("network") != network or fw.get("direction") != "INGRESS" or fw.get("disabled"):
+                continue
+            if fw.get("targetTags") and not tags & set(fw["targetTags"]):
+                continue
+            ranges = [ipaddress.ip_network(r, strict=False) for r in fw.get("sourceRanges") or []]
+            if not all(any(ipaddress.ip_network(h).subnet_of(r) for r in ranges if r.version == 4)
+                       for h in HC_SOURCE_RANGES):
+                continue
+            for rule in fw.get("allowed") or []:
+                if rule.get("IPProtocol") not in ("tcp", "all"):
+                    continue
+                for spec in rule.get("ports") or ["1-65535"]:
+                    low, _sep, high = spec.partition("-")
+                    if int(low) <= port <= int(high or low):
+                        return True
+        return False
+
+    def m_regionBackendServices_getHealth(self, p, q, body):
+        bs = self.m_regionBackendServices_get(p, q, body)
+        group_link = body.get("group") or ""
+        m = re.search(r"(?:^|/)(?:projects/([^/]+)/)?zones/([^/]+)/instanceGroups/([^/]+)$", group_link)
+        groups = [b["group"] for b in bs.get("backends") or []]
+        link = self.link("projects", p["project"], "zones", m.group(2), "instanceGroups", m.group(3)) if m else None
+        if link not in groups:
+            raise bad("Invalid value for field 'resource.group': '%s'. The group is not a backend of '%s'."
+                      % (group_link, bs["selfLink"].replace(self.base, "")))
+        hc = self._lb(p["project"], "healthChecks").get(p["region"], {}).get(basename(bs["healthChecks"][0])) or {}
+        http = hc.get("httpHealthCheck") or {}
+        port = int(http.get("port") or 80)
+        group = self._lb(p["project"], "instanceGroups")[m.group(2)][m.group(3)]
+        frs = [fr for fr in self._lb(p["project"], "forwardingRules").get(p["region"], {}).values()
+               if fr.get("backendService") == bs["selfLink"]]
+        out = []
+        for member in group["_members"]:
+            inst = self.state.project(p["project"])["instances"].get(m.group(2), {}).get(basename(member)) or {}
+            address = (inst.get("networkInterfaces") or [{}])[0].get("networkIP")
+            healthy = (inst.get("status") == "RUNNING" and self._probe_admitted(p["project"], inst, port)
+                       and self.probe(address, port, http.get("requestPath") or "/",
+                                      min(float(hc.get("timeoutSec") or 5), 2.0)))
+            status = {"instance": member, "ipAddress": address, "port": port,
+                      "healthState": "HEALTHY" if healthy else "UNHEALTHY"}
+            if frs:
+                status["forwardingRule"] = frs[0]["selfLink"]
+                status["forwardingRuleIp"] = frs[0].get("IPAddress")
+            out.append(status)
+        return {"kind": "compute#backendServiceGroupHealth", "healthStatus": out}
+
+    def probe(self, address, port, path, timeout):
+        """One HTTP GET as a health-check prober does (outside the lock would be kinder; probes are short)."""
+        if not address:
+            return False
+        try:
+            conn = socket.create_connection((address, port), timeout=timeout)
+        except OSError:
+            return False
+        try:
+            conn.settimeout(timeout)
+            conn.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: GoogleHC/1.0\r\nConnection: close\r\n\r\n"
+                          % (path, address)).encode())
+            head = conn.recv(64).decode("latin-1", "replace")
+        except OSError:
+            return False
+        finally:
+            conn.close()
+        return head.startswith("HTTP/1.") and head[9:12] == "200"
+
+    # forwarding rules (regional)
+    def m_forwardingRules_get(self, p, q, body):
+        return self._get_lb(p, "forwardingRules", "region", "forwardingRule", "forwardingRules")
+
+    def m_forwardingRules_insert(self, p, q, body):
+        region = self._lb(p["project"], "forwardingRules").setdefault(p["region"], {})
+        name = body.get("name")
+        if name in region:
+            raise ApiError(409, "The resource 'projects/%s/regions/%s/forwardingRules/%s' already exists"
+                           % (p["project"], p["region"], name))
+        fr = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("kind", "id", "creationTimestamp", "selfLink")}
+        fr.setdefault("loadBalancingScheme", "EXTERNAL")
+        if fr["loadBalancingScheme"] != "EXTERNAL":
+            raise bad("Invalid value for field 'resource.loadBalancingScheme': '%s'. This stand-in models an "
+                      "external passthrough Network Load Balancer: EXTERNAL." % fr["loadBalancingScheme"])
+        if not fr.get("backendService"):
+            raise bad("Invalid value for field 'resource.backendService': ''. A forwarding rule of a backend "
+                      "service-based load balancer needs its backend service.", "required")
+        bs_name = self._regional_ref(p["project"], p["region"], fr["backendService"], "backendServices",
+                                     "resource.backendService")
+        if bs_name not in self._lb(p["project"], "backendServices").get(p["region"], {}):
+            raise not_found("projects/%s/regions/%s/backendServices/%s" % (p["project"], p["region"], bs_name))
+        fr["backendService"] = self.link("projects", p["project"], "regions", p["region"], "backendServices", bs_name)
+        fr.setdefault("IPProtocol", "TCP")
+        if fr.get("ports") and fr.get("portRange"):
+            raise bad("Invalid value for field 'resource': ports and portRange are mutually exclusive.")
+        if len(fr.get("ports") or []) > 5:
+            raise bad("Invalid value for field 'resource.ports': at most 5 ports; use portRange or allPorts.")
+        fr.setdefault("networkTier", "PREMIUM")
+        fr.setdefault("IPAddress", str(next(self._fake_ext)))
+        fr["kind"] = "compute#forwardingRule"
+        fr["region"] = self.link("projects", p["project"], "regions", p["region"])
+        fr["selfLink"] = self.link("projects", p["project"], "regions", p["region"], "forwardingRules", name)
+        fr["id"] = _id(fr["selfLink"] + str(time.time()))
+        fr["creationTimestamp"] = now_rfc3339()
+        fr["fingerprint"] = fingerprint([fr["selfLink"], fr["id"]])
+        region[name] = fr
+        self.save()
+        return self._new_operation(p["project"], "insert", fr["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"), on_error=lambda: region.pop(name, None))
+
+    def m_forwardingRules_delete(self, p, q, body):
+        fr = self.m_forwardingRules_get(p, q, body)
+        region = self._lb(p["project"], "forwardingRules")[p["region"]]
+        return self._new_operation(p["project"], "delete", fr["selfLink"], region=p["region"],
+                                   request_id=q.get("requestId"), on_done=lambda: region.pop(p["forwardingRule"], None))
+
     def set_project_metadata(self, project, items):
         """Project-wide metadata (commonInstanceMetadata), e.g. {"enable-oslogin": "TRUE"} as an org policy sets it."""
         with self.lock:
@@ -1615,6 +2107,11 @@ class ComputeApi(object):
                     "instances": {"%s/%s" % (z, n): i["status"] for z, insts in proj["instances"].items()
                                   for n, i in insts.items()},
                     "firewalls": sorted(proj["firewalls"]),
+                    # the load balancer's resources, as "scope/name" (scope: region or zone)
+                    "load_balancer": {kind: sorted("%s/%s" % (scope, n) for scope, items in (proj.get(kind) or {}).items()
+                                                   for n in items)
+                                      for kind in ("healthChecks", "instanceGroups", "backendServices",
+                                                   "forwardingRules")},
                 }
             return out
 
