@@ -950,3 +950,25 @@ FIREWALL_OPTIONS = dict(
     target_tags=dict(type="list", elements="str"),
     description=dict(type="str"),
 )
+
+# The options of gce_load_balancer (argument_spec form, without the connection options), shared with
+# gce_preflight's `load_balancer`.
+LOAD_BALANCER_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    region=dict(type="str"),
+    network=dict(type="str", default="default"),
+    instances=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True), zone=dict(type="str", required=True))),
+    port=dict(type="int", default=8000),
+    health_check=dict(type="dict", default={}, options=dict(
+        port=dict(type="int"),
+        request_path=dict(type="str", default="/ready"),
+        check_interval_sec=dict(type="int", default=5),
+        timeout_sec=dict(type="int", default=5),
+        healthy_threshold=dict(type="int", default=2),
+        unhealthy_threshold=dict(type="int", default=2),
+    )),
+    draining_timeout_sec=dict(type="int", default=60),
+    description=dict(type="str", default="AI server load balancer (managed by llmops.gce_vllm)"),
+)

@@ -200,6 +200,8 @@ health:
   sample: {ai-server-l4-1: HEALTHY, ai-server-l4-2: UNHEALTHY}
 '''
 
+import copy
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     GCE_AUTH_ARGSPEC,
@@ -207,6 +209,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     client_from_module,
 )
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
+    LOAD_BALANCER_OPTIONS,
     basename,
     load_balancer_problems,
     network_id,
@@ -219,26 +222,8 @@ _HC_FIELDS = ("checkIntervalSec", "timeoutSec", "healthyThreshold", "unhealthyTh
 
 def argument_spec():
     spec = dict(GCE_AUTH_ARGSPEC)
-    spec.update(
-        name=dict(type="str", required=True),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        region=dict(type="str"),
-        network=dict(type="str", default="default"),
-        instances=dict(type="list", elements="dict", default=[], options=dict(
-            name=dict(type="str", required=True), zone=dict(type="str", required=True))),
-        port=dict(type="int", default=8000),
-        health_check=dict(type="dict", default={}, options=dict(
-            port=dict(type="int"),
-            request_path=dict(type="str", default="/ready"),
-            check_interval_sec=dict(type="int", default=5),
-            timeout_sec=dict(type="int", default=5),
-            healthy_threshold=dict(type="int", default=2),
-            unhealthy_threshold=dict(type="int", default=2),
-        )),
-        draining_timeout_sec=dict(type="int", default=60),
-        description=dict(type="str", default="AI server load balancer (managed by llmops.gce_vllm)"),
-        operation_timeout=dict(type="int", default=300),
-    )
+    spec.update(copy.deepcopy(LOAD_BALANCER_OPTIONS))
+    spec.update(operation_timeout=dict(type="int", default=300))
     return spec
 
 

@@ -244,6 +244,83 @@ options:
         description: Zone of the VM.
         type: str
         required: true
+  load_balancer:
+    description:
+      - The load balancer of the plan, with the options of M(llmops.gce_vllm.gce_load_balancer); its rules are
+        checked before any API call (one region for every VM, ports, health-check timing, names), named as
+        O(names) says (C(load_balancer.health_check.timeout_sec) ...). The API is not asked about it.
+    type: dict
+    suboptions:
+      name:
+        description: Name of the load balancer's resources.
+        type: str
+        required: true
+      state:
+        description: Whether it should exist.
+        type: str
+        choices: [present, absent]
+        default: present
+      region:
+        description: Its region (default the VMs' region).
+        type: str
+      network:
+        description: The VMs' network.
+        type: str
+        default: default
+      instances:
+        description: The VMs behind it.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          name:
+            description: Name of the VM.
+            type: str
+            required: true
+          zone:
+            description: Zone of the VM.
+            type: str
+            required: true
+      port:
+        description: The forwarded port.
+        type: int
+        default: 8000
+      health_check:
+        description: The health check (as in M(llmops.gce_vllm.gce_load_balancer)).
+        type: dict
+        default: {}
+        suboptions:
+          port:
+            description: Port of the probes.
+            type: int
+          request_path:
+            description: Path of the probes.
+            type: str
+            default: /ready
+          check_interval_sec:
+            description: Seconds between probes.
+            type: int
+            default: 5
+          timeout_sec:
+            description: Seconds a probe may take.
+            type: int
+            default: 5
+          healthy_threshold:
+            description: Successes before traffic.
+            type: int
+            default: 2
+          unhealthy_threshold:
+            description: Failures before no new connections.
+            type: int
+            default: 2
+      draining_timeout_sec:
+        description: Connection draining, seconds.
+        type: int
+        default: 60
+      description:
+        description: Description of the resources.
+        type: str
+        default: AI server load balancer (managed by llmops.gce_vllm)
   only:
     description:
       - Names of the members of O(fleet) that the plan acts on; empty for all. A name that is not in O(fleet) is
@@ -478,6 +555,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     FIREWALL_OPTIONS,
     GLOBAL_GPU_METRIC,
+    LOAD_BALANCER_OPTIONS,
     GPU_QUOTA_METRICS,
     INSTANCE_OPTIONS,
     Names,
@@ -489,6 +567,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     fleet_selection,
     image_path,
     image_problems,
+    load_balancer_problems,
     plan_problems,
     quota_problems,
     zone_region,
@@ -513,6 +592,7 @@ def argument_spec():
         fleet=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True),
                                                               zone=dict(type="str", required=True))),
         only=dict(type="list", elements="str", default=[]),
+        load_balancer=dict(type="dict", options=copy.deepcopy(LOAD_BALANCER_OPTIONS)),
         names=dict(type="dict", default={}),
         zone=dict(type="str"),
         machine_type=dict(type="str"),
@@ -695,7 +775,9 @@ def main():
         if not fleet:
             errors.append("%s is empty: a fleet has at least one VM" % names("fleet"))
         errors.extend(fleet_problems(fleet, p["only"], names))
-        errors = _unique(errors)
+    if p["load_balancer"] is not None:
+        errors.extend(load_balancer_problems(p["load_balancer"], names.sub("load_balancer")))
+    errors = _unique(errors)
     vm = None
     if instance is not None and instance["state"] == "present":
         vm = instance_vm(instance, names.sub("instance"))

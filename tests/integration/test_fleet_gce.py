@@ -2,14 +2,17 @@
 
 One scenario, in order (each step is an ansible-playbook run of the collection's own playbooks, with the
 demo inventory inventories/local: localhost plus the llmops.gce_vllm.gce inventory plugin on the local API):
-  1. provision.yml with gce_vllm_instances = three VMs over two zones: all three RUNNING, with the same network
-     tags and labels, each VM's SSH host keys in the known_hosts file; a second run changes nothing;
+  1. provision.yml with gce_vllm_instances = three VMs over three zones of one region: all three RUNNING, with
+     the same network tags and labels, each VM's SSH host keys in the known_hosts file, and (gce_vllm_load_balancer
+     auto, more than one VM) the load balancer: health check, one instance group per zone, backend service,
+     forwarding rule, and the health-check firewall rule; a second run changes nothing;
   2. stop.yml with gce_vllm_target_instances = one VM: only that VM stops;
   3. start.yml (its localhost play; --limit localhost) for that VM: it runs again and the refreshed inventory
      finds every VM of the run in group ai_server;
   4. a target that is not in the fleet is refused, naming gce_vllm_target_instances, before any API write;
-  5. teardown.yml for one VM deletes only it (the firewall rules stay); teardown.yml for the rest deletes them
-     and the firewall rules; a second teardown changes nothing.
+  5. teardown.yml for one VM deletes only it and its zone's instance group (the firewall rules and the load
+     balancer stay for the others); teardown.yml for the rest deletes them, the load balancer and the firewall
+     rules; a second teardown changes nothing.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from tests.compute_api.server import ComputeApiServer  # noqa: E402
 VENV_BIN = ROOT / ".venv" / "bin"
 RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 PROJECT = "llmops-demo"  # the project of inventories/local/gce.yml
-# made-up addresses of the host pool: no traffic goes to them (nothing here logs in to the VMs)
-POOL = ["10.231.250.2", "10.231.250.3", "10.231.250.4"]
+# made-up loopback addresses of the host pool: nothing here logs in to the VMs, and the load balancer's health
+# probes (getHealth) are refused at once there
+POOL = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 FLEET = [
     {"name": "fleet-a", "zone": "asia-northeast3-a"},
     {"name": "fleet-b", "zone": "asia-northeast3-b"},
@@ -59,7 +63,7 @@ def run(playbook, api, tmp_path, check=True, limit=None, **extra):
     varfile = tmp_path / "vars.json"
     base = {
         "gce_vllm_project": PROJECT, "gce_vllm_auth_kind": "accesstoken", "gce_vllm_access_token": "local",
-        "gce_vllm_zone": "asia-northeast3-c", "gce_vllm_instances": FLEET,
+        "gce_vllm_zone": "asia-northeast3-c", "gce_vllm_instances": FLEET, "gce_vllm_lb_check_timeout": 1,
         "gce_vllm_ai_source_ranges": ["10.231.0.0/16"], "gce_vllm_ssh_public_key_file": "",
         "gce_vllm_known_hosts_file": str(tmp_path / "known_hosts"), "gce_vllm_host_keys_timeout": 20,
     }
@@ -80,6 +84,10 @@ def run(playbook, api, tmp_path, check=True, limit=None, **extra):
     return proc.returncode, out, recap
 
 
+def lb(api):
+    return api.api.summary()[PROJECT]["load_balancer"]
+
+
 def instances(api):
     return api.api.summary().get(PROJECT, {}).get("instances", {})
 
@@ -93,6 +101,11 @@ def test_fleet_provision_stop_start_teardown_all_or_one(api, tmp_path):
     vms = [vm for zone in state.values() for vm in zone.values()]
     assert {tuple(vm["tags"]["items"]) for vm in vms} == {("ai-server", "monitoring")}
     assert all(vm["labels"].get("app") == "vllm" and vm["labels"].get("managed-by") == "ansible" for vm in vms)
+    assert lb(api) == {
+        "healthChecks": ["asia-northeast3/ai-server-lb"],
+        "instanceGroups": ["asia-northeast3-%s/ai-server-lb-asia-northeast3-%s" % (z, z) for z in "abc"],
+        "backendServices": ["asia-northeast3/ai-server-lb"], "forwardingRules": ["asia-northeast3/ai-server-lb"]}
+    assert "allow-lb-health-checks" in api.api.summary()[PROJECT]["firewalls"]
     known = (tmp_path / "known_hosts").read_text()
     assert all(addr in known for addr in POOL), known
     _rc, out, recap = run("playbooks/provision.yml", api, tmp_path)
@@ -120,7 +133,11 @@ def test_fleet_provision_stop_start_teardown_all_or_one(api, tmp_path):
     run("playbooks/teardown.yml", api, tmp_path, gce_vllm_target_instances=["fleet-c"])
     assert sorted(instances(api)) == ["asia-northeast3-a/fleet-a", "asia-northeast3-b/fleet-b"]
     assert api.api.summary()[PROJECT]["firewalls"]  # shared by the rest of the fleet: kept
+    assert lb(api)["instanceGroups"] == ["asia-northeast3-a/ai-server-lb-asia-northeast3-a",
+                                         "asia-northeast3-b/ai-server-lb-asia-northeast3-b"]
+    assert lb(api)["forwardingRules"] == ["asia-northeast3/ai-server-lb"]
     run("playbooks/teardown.yml", api, tmp_path)
     assert instances(api) == {} and api.api.summary()[PROJECT]["firewalls"] == []
+    assert all(v == [] for v in lb(api).values()), lb(api)
     _rc, _out, recap = run("playbooks/teardown.yml", api, tmp_path)
     assert recap["localhost"][1] == 0, recap
