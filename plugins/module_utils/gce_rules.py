@@ -800,8 +800,8 @@ def load_balancer_problems(p, names=None):
     seen = {}
     for i, inst in enumerate(instances):
         if inst.get("name") in seen:
-            errors.append("%s %r is also %s: each VM once" % (names("instances.%d.name" % i), inst.get("name"),
-                                                             seen[inst["name"]]))
+            errors.append("%s %r is also %s: each VM once"
+                          % (names("instances.%d.name" % i), inst.get("name"), seen[inst["name"]]))
         seen.setdefault(inst.get("name"), names("instances.%d.name" % i))
     return errors
 

@@ -10,11 +10,11 @@ module: gce_load_balancer
 short_description: A regional external passthrough Network Load Balancer in front of a fleet of GCE VMs
 version_added: 0.1.0
 description:
-  - Creates, updates or deletes, through the Compute Engine v1 REST API, the resources of one backend
+  - "Creates, updates or deletes, through the Compute Engine v1 REST API, the resources of one backend
     service-based external passthrough Network Load Balancer: a regional HTTP health check (the readiness path),
     one unmanaged instance group per zone holding the VMs of that zone, a regional backend service
     (C(loadBalancingScheme=EXTERNAL), protocol TCP, connection draining) with those groups as backends, and a
-    regional forwarding rule (an external address, the forwarded port) to the backend service.
+    regional forwarding rule (an external address, the forwarded port) to the backend service."
   - "Why this type: it passes TCP through unchanged (the VMs terminate the connections and see the clients'
     addresses, so the firewall rule of the AI ports keeps deciding who may connect), it needs no URL map, target
     proxy or certificate, and its health check can probe a path other than the one it forwards. An external
@@ -23,9 +23,9 @@ description:
     together and must be created and deleted in dependency order (forwarding rule -> backend service -> health
     check and instance groups); a rerun after an interrupted run converges (each resource is read, then
     created, updated or deleted as needed).
-  - The firewall rule that admits Google's health-check probes is not made here: use M(llmops.gce_vllm.gce_firewall)
+  - "The firewall rule that admits Google's health-check probes is not made here: use M(llmops.gce_vllm.gce_firewall)
     with the source ranges C(35.191.0.0/16), C(209.85.152.0/22) and C(209.85.204.0/22) on the health-check port
-    (what the role C(gce_vllm) does).
+    (what the role C(gce_vllm) does)."
   - Every input is checked before the first API call; every member must be in one region (a passthrough
     Network Load Balancer is regional).
   - Resource names are O(name) for the health check, the backend service and the forwarding rule, and

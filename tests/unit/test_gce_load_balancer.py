@@ -40,8 +40,8 @@ def server():
     srv.stop()
 
 
-def make_vms(server, fleet=FLEET):
-    for vm in fleet:
+def make_vms(server, fleet=None):
+    for vm in FLEET if fleet is None else fleet:
         r = run_module(gce_instance.main, auth_args(server, name=vm["name"], zone=vm["zone"], **copy.deepcopy(VM)))
         assert not r.get("failed"), r
 
