@@ -604,3 +604,15 @@ def known_hosts_update(text, hosts, keys):
         at = len(kept)
     kept[at:at] = ours
     return "\n".join(kept) + "\n" if kept else ""
+
+
+def backend_health(client, region, backend_service, groups):
+    """{VM name: HEALTHY | UNHEALTHY | ...} as a regional backend service reports it (regionBackendServices.getHealth)
+    for each instance group link of `groups`; shared by gce_load_balancer and gce_load_balancer_health."""
+    path = client.project_path("regions", region, "backendServices", backend_service, "getHealth")
+    out = {}
+    for group in groups:
+        answer = client.request("POST", path, body={"group": group})
+        for status in answer.get("healthStatus") or []:
+            out[basename(status.get("instance"))] = status.get("healthState")
+    return out

@@ -206,6 +206,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     GCE_AUTH_ARGSPEC,
     GceError,
+    backend_health,
     client_from_module,
 )
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
@@ -425,12 +426,7 @@ class Balancer(object):
         return self.link(link[i:]) if i >= 0 else link
 
     def health(self, bpath, groups):
-        out = {}
-        for group in groups.values():
-            answer = self.client.request("POST", bpath + "/getHealth", body={"group": group})
-            for status in answer.get("healthStatus") or []:
-                out[basename(status.get("instance"))] = status.get("healthState")
-        return out
+        return backend_health(self.client, self.region, basename(bpath), list(groups.values()))
 
     # ------------------------------------------------------------------ absent
     def absent(self):

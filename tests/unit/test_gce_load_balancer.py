@@ -23,6 +23,7 @@ from ansible_collections.llmops.gce_vllm.plugins.modules import (  # noqa: E402
     gce_firewall,
     gce_instance,
     gce_load_balancer,
+    gce_load_balancer_health,
 )
 
 PROJECT = "llmops-demo"
@@ -199,6 +200,19 @@ def test_get_health_probes_the_member_only_through_the_health_check_firewall(ser
         assert lb(server, **kw)["health"] == {"lb-a": "HEALTHY"}
         _Ready.status = 503                                              # draining: readiness 503
         assert lb(server, **kw)["health"] == {"lb-a": "UNHEALTHY"}
+        # gce_load_balancer_health: read-only, waits for a state (a rolling update's "the balancer stopped sending")
+        health = auth_args(server, name="ai-server-lb", instances=[FLEET[0]], sleep=0.1)
+        server.clear_requests()
+        r = run_module(gce_load_balancer_health.main, dict(health, wait_for={"lb-a": "UNHEALTHY"}))
+        assert not r.get("failed") and r["health"] == {"lb-a": "UNHEALTHY"} and not r["changed"], r
+        assert all(q["path"].endswith("/getHealth") for q in server.requests() if q["method"] != "GET")
+        r = run_module(gce_load_balancer_health.main, dict(health, wait_for={"lb-a": "HEALTHY"}, timeout=1))
+        assert r.get("failed") and "still reports lb-a UNHEALTHY (waited for lb-a HEALTHY)" in r["msg"], r
+        threading.Timer(0.5, lambda: setattr(_Ready, "status", 200)).start()   # undrained a moment later
+        r = run_module(gce_load_balancer_health.main, dict(health, wait_for={"lb-a": "HEALTHY"}, timeout=20))
+        assert not r.get("failed") and r["health"] == {"lb-a": "HEALTHY"} and r["elapsed"] > 0, r
+        r = run_module(gce_load_balancer_health.main, dict(health, wait_for={"lb-z": "HEALTHY"}))
+        assert r.get("failed") and "wait_for names lb-z, which is not in instances" in r["msg"], r
     finally:
         _Ready.status = 200
         ready.shutdown()
