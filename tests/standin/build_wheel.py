@@ -1,9 +1,12 @@
-"""Build vllm_standin-0.33.0-py3-none-any.whl (the stand-in for vLLM 0.33.0, tests only) with zipfile.
+"""Build a stand-in's wheel (tests only) with zipfile.
 
-Usage: python3 tests/standin/build_wheel.py OUTDIR   -> prints the wheel's path
+Usage: python3 tests/standin/build_wheel.py OUTDIR [PACKAGE]   -> prints the wheel's path
 
+PACKAGE: vllm_standin (default; vllm_standin-0.33.0-py3-none-any.whl, the stand-in for vLLM 0.33.0, console
+script `vllm`) or nvitop_exporter_standin (nvitop_exporter_standin-1.7.2-py3-none-any.whl, the stand-in for
+nvitop-exporter 1.7.2, console script `nvitop-exporter`, serving the real H200 capture bundled as fixture.prom).
 The wheel is reproducible (fixed timestamps, sorted entries), so reinstalling an unchanged stand-in does
-not look like a change to the roles' idempotence checks. It installs a console script `vllm`.
+not look like a change to the roles' idempotence checks.
 """
 import base64
 import hashlib
@@ -46,27 +49,53 @@ def _record_hash(data):
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def _package_files():
-    src = os.path.join(HERE, PACKAGE)
+GPU_EXPORTER_FIXTURE = os.path.join(HERE, "..", "fixtures", "gpu", "nvitop-exporter-1.7.2-h200-2026-12-02.prom")
+
+# package -> (version, METADATA, entry_points.txt, {file in the package: source path} beyond its *.py files)
+PACKAGES = {
+    PACKAGE: (VERSION, METADATA, ENTRY_POINTS, {}),
+    "nvitop_exporter_standin": ("1.7.2", """Metadata-Version: 2.1
+Name: nvitop_exporter_standin
+Version: 1.7.2
+Summary: Stand-in for nvitop-exporter 1.7.2, tests only: its command line, serving a real H200 capture, no NVML.
+License: Apache-2.0
+Requires-Python: >=3.8
+
+nvitop_exporter_standin is NOT nvitop-exporter. It is the test stand-in of the llmops.gce_vllm collection for hosts
+without an NVIDIA GPU: `nvitop-exporter` with the real flags serving the /metrics body recorded from nvitop-exporter
+1.7.2 on an NVIDIA H200.
+""", """[console_scripts]
+nvitop-exporter = nvitop_exporter_standin.cli:main
+""", {"fixture.prom": GPU_EXPORTER_FIXTURE}),
+}
+
+
+def _package_files(package=PACKAGE, extra=None):
+    src = os.path.join(HERE, package)
     for name in sorted(os.listdir(src)):
         if name.endswith(".py"):
             with open(os.path.join(src, name), "rb") as handle:
-                yield "%s/%s" % (PACKAGE, name), handle.read()
+                yield "%s/%s" % (package, name), handle.read()
+    for name, source in sorted((extra or {}).items()):
+        with open(source, "rb") as handle:
+            yield "%s/%s" % (package, name), handle.read()
 
 
-def build(outdir):
+def build(outdir, package=PACKAGE):
+    version, metadata, entry_points, extra = PACKAGES[package]
+    dist_info = "%s-%s.dist-info" % (package, version)
     os.makedirs(outdir, exist_ok=True)
-    entries = list(_package_files())
+    entries = list(_package_files(package, extra))
     entries += [
-        ("%s/METADATA" % DIST_INFO, METADATA.encode()),
-        ("%s/WHEEL" % DIST_INFO, WHEEL.encode()),
-        ("%s/entry_points.txt" % DIST_INFO, ENTRY_POINTS.encode()),
-        ("%s/top_level.txt" % DIST_INFO, (PACKAGE + "\n").encode()),
+        ("%s/METADATA" % dist_info, metadata.encode()),
+        ("%s/WHEEL" % dist_info, WHEEL.encode()),
+        ("%s/entry_points.txt" % dist_info, entry_points.encode()),
+        ("%s/top_level.txt" % dist_info, (package + "\n").encode()),
     ]
     record = "".join("%s,%s,%d\n" % (name, _record_hash(data), len(data)) for name, data in entries)
-    record += "%s/RECORD,,\n" % DIST_INFO
-    entries.append(("%s/RECORD" % DIST_INFO, record.encode()))
-    path = os.path.join(outdir, WHEEL_NAME)
+    record += "%s/RECORD,,\n" % dist_info
+    entries.append(("%s/RECORD" % dist_info, record.encode()))
+    path = os.path.join(outdir, "%s-%s-py3-none-any.whl" % (package, version))
     tmp = path + ".tmp"
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as wheel:
         for name, data in entries:
@@ -79,10 +108,10 @@ def build(outdir):
 
 
 def main(argv):
-    if len(argv) != 2:
-        sys.stderr.write("usage: %s OUTDIR\n" % argv[0])
+    if len(argv) not in (2, 3) or (len(argv) == 3 and argv[2] not in PACKAGES):
+        sys.stderr.write("usage: %s OUTDIR [%s]\n" % (argv[0], "|".join(PACKAGES)))
         return 2
-    print(build(argv[1]))
+    print(build(*argv[1:]))
     return 0
 
 
