@@ -15,7 +15,7 @@ import sys
 import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server", "checklist", "load_balancer")
+ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server", "checklist", "load_balancer", "exporters", "prometheus")
 PAGE = os.path.join(ROOT, "docs", "variables.md")
 README = os.path.join(ROOT, "playbooks", "README.md")
 README_ROLE = "gce_vllm"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server", "checklist", "load_balancer")
+ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server", "checklist", "load_balancer", "exporters", "prometheus")
 
 
 def _load(role, *path):
@@ -16,10 +16,22 @@ def _load(role, *path):
         return yaml.safe_load(fh) or {}
 
 
+def _defaults(role):
+    """defaults/main.yml, or every file of a defaults/main/ directory (prometheus: server.yml, alerts.yml)."""
+    folder = os.path.join(ROOT, "roles", role, "defaults", "main")
+    if not os.path.isdir(folder):
+        return _load(role, "defaults", "main.yml")
+    merged = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".yml", ".yaml")):
+            merged.update(_load(role, "defaults", "main", name))
+    return merged
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_argument_specs_match_defaults(role):
     options = _load(role, "meta", "argument_specs.yml")["argument_specs"]["main"]["options"]
-    defaults = _load(role, "defaults", "main.yml")
+    defaults = _defaults(role)
     with_default = {k for k, v in options.items() if "default" in v}
     assert set(defaults) == with_default, "in defaults/main.yml only: %s; in argument_specs only: %s" % (
         sorted(set(defaults) - with_default), sorted(with_default - set(defaults)))
