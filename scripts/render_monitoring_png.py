@@ -29,7 +29,9 @@ def main(argv):
     rows = (len(series) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
     for ax, (title, entry) in zip(axes.flat, series.items()):
-        for result in entry["result"]:
+        # only the test host's series: for its first minutes Prometheus also holds the last samples of the package's own
+        # prometheus.yml (instance localhost:9100, before the role's configuration replaced it)
+        for result in [r for r in entry["result"] if r["metric"].get("instance", data["host"]) == data["host"]]:
             xs = [float(t) - data["end"] for t, _ in result["values"]]
             ys = [float(v) for _, v in result["values"]]
             ax.plot(xs, ys, label=result["metric"].get("instance", ""))
