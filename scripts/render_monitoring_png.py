@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Draw docs/monitoring/series.png from the series Prometheus recorded in the monitoring test.
 
     .venv/bin/python -m pytest tests/integration/test_monitoring.py   # writes results/monitoring/series.json
@@ -32,8 +31,8 @@ def main(argv):
         # only the test host's series: for its first minutes Prometheus also holds the last samples of the package's own
         # prometheus.yml (instance localhost:9100, before the role's configuration replaced it)
         for result in [r for r in entry["result"] if r["metric"].get("instance", data["host"]) == data["host"]]:
-            xs = [float(t) - data["end"] for t, _ in result["values"]]
-            ys = [float(v) for _, v in result["values"]]
+            xs = [float(point[0]) - data["end"] for point in result["values"]]
+            ys = [float(point[1]) for point in result["values"]]
             ax.plot(xs, ys, label=result["metric"].get("instance", ""))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("s before the end of the test", fontsize=7)

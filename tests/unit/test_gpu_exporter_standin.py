@@ -50,7 +50,7 @@ def _serve(site, *args):
     env.pop("NVITOP_EXPORTER_STANDIN_FIXTURE", None)
     proc = subprocess.Popen([sys.executable, "-m", "nvitop_exporter_standin", "--bind-address", "127.0.0.1",
                              "--port", str(port), *args], env=env, stderr=subprocess.PIPE)
-    for _ in range(100):
+    for _attempt in range(100):
         try:
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2) as resp:
                 return proc, resp.read().decode(), resp.headers["Content-Type"]
@@ -76,7 +76,7 @@ def test_serves_the_real_capture_byte_for_byte_with_its_content_type(tmp_path):
 
 
 def test_hostname_label_follows_the_flag_and_nothing_else_changes(tmp_path):
-    proc, body, _ = _serve(_installed(tmp_path), "--hostname", "ai-server-l4")
+    proc, body, _ctype = _serve(_installed(tmp_path), "--hostname", "ai-server-l4")
     _stop(proc)
     real = FIXTURE.read_text()
     assert real.count('hostname="h200"') > 50
