@@ -4,7 +4,7 @@
     .venv/bin/python scripts/render_monitoring_png.py [SERIES_JSON] [PNG]
 
 Run by hand (or by the bench), not by `make test`: the PNG in docs/ is committed. matplotlib comes from
-requirements-bench.txt. One panel per query of tests/integration/test_monitoring.py's SERIES, x = seconds before
+requirements-test.txt. One panel per query of tests/integration/test_monitoring.py's SERIES, x = seconds before
 the end of the recording, one line per series (its instance label).
 """
 import json
