@@ -107,8 +107,14 @@ def classify_error(exc):
 
 def http_get(url, headers=None, timeout=DEFAULT_REQUEST_TIMEOUT, validate_certs=True):
     """GET `url`; returns an HttpResult (non-2xx statuses are results, not errors). Never raises."""
+    return http_request(url, 'GET', None, headers, timeout, validate_certs)
+
+
+def http_request(url, method='GET', data=None, headers=None, timeout=DEFAULT_REQUEST_TIMEOUT, validate_certs=True):
+    """`method` `url` with the body `data` (bytes or None); returns an HttpResult (non-2xx statuses are results,
+    not errors). Never raises."""
     try:
-        response = open_url(url, method='GET', headers=headers or {}, timeout=timeout,
+        response = open_url(url, method=method, data=data, headers=headers or {}, timeout=timeout,
                             validate_certs=validate_certs, follow_redirects='safe', use_proxy=False)
         try:
             body = response.read(MAX_BODY)

