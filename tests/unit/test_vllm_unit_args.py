@@ -80,3 +80,27 @@ def test_the_stop_timeout_follows_the_shutdown_timeout_and_zero_aborts(tmp_path)
     assert int(_service(text)["TimeoutStopSec"]) == 150
     text = render_vllm_unit(str(tmp_path), {"vllm_server_pip_spec": "vllm==0.33.0", "vllm_server_shutdown_timeout": 0})
     assert "--shutdown-timeout" not in _argv(text) and int(_service(text)["TimeoutStopSec"]) == 30
+def _digest(text):
+    found = [v for v in _env(text) if v.startswith("LLMOPS_VLLM_UNIT_DIGEST=")]
+    assert len(found) == 1, found
+    return found[0].split("=", 1)[1]
+
+
+def test_the_unit_digest_ignores_the_adapter_list_only(tmp_path):
+    """The digest the running process carries (issue 13): an adapter-only change keeps it (runtime load/unload, no
+    restart); any other change of the unit, here --max-loras, changes it (a restart)."""
+    two = render_vllm_unit(str(tmp_path))
+    other = render_vllm_unit(str(tmp_path), {"vllm_server_lora_adapters": [{"name": "easycontract", "path": "/srv/a/ec2"},
+                                                                           {"name": "third", "path": "/srv/a/third"}]})
+    flag = render_vllm_unit(str(tmp_path), {"vllm_server_max_loras": 2, "vllm_server_lora_runtime_updates": False})
+    assert '{"name":"third","path":"/srv/a/third"}' in " ".join(_argv(other))   # the adapters are in ExecStart
+    assert _digest(two) == _digest(other)
+    assert _digest(flag) != _digest(two)
+    argv = _argv(flag)
+    assert argv[argv.index("--max-loras") + 1] == "2" and "--max-cpu-loras" not in argv
+    env = _env(two)
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in env
+    # the compile caches under the service directory, not under the unit's PrivateTmp
+    for var, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "torchinductor"), ("TRITON_CACHE_DIR", "triton")):
+        assert "'%s=/app/vllm-server/.cache/%s'" % (var, sub) in env, env
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" not in _env(flag)
