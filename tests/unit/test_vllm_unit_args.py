@@ -80,6 +80,8 @@ def test_the_stop_timeout_follows_the_shutdown_timeout_and_zero_aborts(tmp_path)
     assert int(_service(text)["TimeoutStopSec"]) == 150
     text = render_vllm_unit(str(tmp_path), {"vllm_server_pip_spec": "vllm==0.33.0", "vllm_server_shutdown_timeout": 0})
     assert "--shutdown-timeout" not in _argv(text) and int(_service(text)["TimeoutStopSec"]) == 30
+
+
 def _digest(text):
     found = [v for v in _env(text) if v.startswith("LLMOPS_VLLM_UNIT_DIGEST=")]
     assert len(found) == 1, found
