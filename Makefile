@@ -65,8 +65,8 @@ integration: venv hostdeps
 reliability: venv hostdeps
 	@$(TIMED) $(PYTEST) tests/reliability
 
-# issue 11: the fleet - the load_balancer role (HAProxy) on its own test host in front of two backends; its
-# measurements go to results/fleet/
+# issue 11: the fleet - the load_balancer role (HAProxy) on its own test host in front of two backends, and a rolling
+# configure of two backends running the real roles behind it; its measurements go to results/fleet/
 fleet: venv hostdeps
 	@$(TIMED) $(PYTEST) tests/fleet
 
