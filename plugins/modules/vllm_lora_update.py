@@ -178,7 +178,7 @@ def served_cards(base, api_key, timeout):
     try:
         return [c for c in res.json()["data"] if isinstance(c, dict)], None
     except (ValueError, KeyError, TypeError):
-        return None, "GET /v1/models: not a model list: %r" % res.text()[:200]
+        return None, "GET /v1/models: not a model list: %r" % res.text[:200]
 
 
 def post(module, base, api_key, route, body, timeout):
@@ -187,7 +187,7 @@ def post(module, base, api_key, route, body, timeout):
         try:
             said = res.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
-            said = res.text()[:300] if res.status else ""
+            said = res.text[:300] if res.status else ""
         module.fail_json(msg="POST %s %s failed: %s%s. vLLM keeps serving; the unit on the host already names the new "
                              "adapters, so the next run retries (or a restart loads them)." % (
                                  route, json.dumps(body), res.describe(), (": " + said) if said else ""))

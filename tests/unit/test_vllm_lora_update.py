@@ -54,6 +54,8 @@ class VllmLoraStandin(object):
     def __init__(self, adapters):
         self.adapters = dict(adapters)
         self.calls = []
+        self.models_body = None   # set: /v1/models answers 200 with this text (not a model list)
+        self.post_failure = None  # set: every POST answers 500 with this plain text
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,12 +73,16 @@ class VllmLoraStandin(object):
             def do_GET(self):
                 if self.path != "/v1/models":
                     return self._send(404, {"detail": "Not Found"})
+                if standin.models_body is not None:
+                    return self._send(200, standin.models_body, "text/html")
                 data = [card(BASE, BASE, None)] + [card(n, p) for n, p in standin.adapters.items()]
                 return self._send(200, {"object": "list", "data": data})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 standin.calls.append((self.path, body))
+                if standin.post_failure is not None:
+                    return self._send(500, standin.post_failure, "text/plain")
                 name = body.get("lora_name")
                 if self.path == "/v1/load_lora_adapter":
                     if not name or not body.get("lora_path"):
@@ -207,5 +213,21 @@ def test_a_refused_load_fails_with_vllms_message(unit):
         assert failed and "POST /v1/load_lora_adapter" in result["msg"] and "No adapter found for /missing/x" in result["msg"]
         assert "the next run retries" in result["msg"]
         assert server.adapters == {"a": "/p/a"}
+    finally:
+        server.stop()
+
+
+def test_an_answer_that_is_not_json_is_named_not_a_crash(unit):
+    """Something else on vLLM's port (an HTML page) means restart; a plain-text 500 on a load is quoted in the error."""
+    server = VllmLoraStandin({"a": "/p/a"})
+    try:
+        server.models_body = "<html>not vLLM</html>"
+        failed, result = run_module(vllm_lora_update, args(server, [{"name": "b", "path": "/p/b"}]))
+        assert not failed and result["runtime"] is False and "not a model list" in result["reason"], result
+        assert "<html>not vLLM</html>" in result["reason"] and server.calls == []
+        server.models_body = None
+        server.post_failure = "Internal Server Error"
+        failed, result = run_module(vllm_lora_update, args(server, [{"name": "b", "path": "/p/b"}]))
+        assert failed and "HTTP 500: Internal Server Error" in result["msg"], result
     finally:
         server.stop()
