@@ -53,5 +53,18 @@ def test_prometheus_bad_inputs_and_a_vllm_host_without_key_are_named(tmp_path):
     out = res.stdout.replace("\n", " ")
     assert res.returncode != 0
     for words in ("prometheus_scrape_interval (15 s)", "must be Prometheus durations", "prometheus_listen_address (my-host)",
-                  "vllm_server_api_key is not set for vm1 (group ai_server)", "Nothing was changed."):
+                  "vllm_server_api_key is not set for vm1 (group ai_server)",
+                  "ai_server_api_key is not set for vm1 (group ai_server)", "Nothing was changed."):
         assert words in out, (words, res.stdout[-3000:])
+
+
+def test_prometheus_needs_the_ai_server_key_unless_no_ai_server_is_scraped(tmp_path):
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(json.dumps({"ai_server": {"hosts": {"vm1": {"ansible_connection": "local", "vllm_server_api_key": "k"}}},
+                                     "prometheus": {"hosts": {"localhost": {"ansible_connection": "local"}}}}))
+    res = _validate(tmp_path, "prometheus", {}, inventory=str(inventory))
+    out = res.stdout.replace("\n", " ")
+    assert res.returncode != 0 and "ai_server_api_key is not set for vm1 (group ai_server)" in out, res.stdout[-3000:]
+    assert "vllm_server_api_key is not set" not in out and 'set prometheus_ai_server_group to ""' in out
+    res = _validate(tmp_path, "prometheus", {"prometheus_ai_server_group": ""}, inventory=str(inventory))
+    assert res.returncode == 0, res.stdout[-3000:]
