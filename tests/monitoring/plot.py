@@ -1,9 +1,14 @@
 """The dashboard's main panels as one PNG (matplotlib), from the series a real Prometheus recorded (issue 12).
 
 The panels, their queries and legends are read from the dashboard JSON (one place), so the picture shows what
-the dashboard shows. A test that runs Prometheus (the test-host test) calls `collect` then `render`; by hand:
+the dashboard shows. tests/integration/test_monitoring.py calls `collect` on the Prometheus it runs over a test host
+and `save`s the result to results/monitoring/panels.json; docs/monitoring/panels.png is drawn from that file:
 
-    .venv/bin/python -m tests.monitoring.plot --url http://HOST:9090 --minutes 15 --out docs/monitoring/panels.png
+    .venv/bin/python -m tests.monitoring.plot --from-json results/monitoring/panels.json --out docs/monitoring/panels.png
+
+or straight from a Prometheus (--save-json keeps what it collected):
+
+    .venv/bin/python -m tests.monitoring.plot --url http://HOST:9090 --minutes 15 --out PNG [--save-json JSON]
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import urllib.request
 from tests.monitoring import DASHBOARD
 
 MAIN_PANELS = ("Requests running and waiting", "Time to first token p50 / p95", "Tokens per second", "KV cache use",
-               "GPU memory used", "CPU busy")
+               "Requests per adapter", "Chat latency p50 / p95, by adapter", "GPU utilisation", "GPU memory used",
+               "CPU busy")
 
 
 def panels(titles=MAIN_PANELS) -> list:
@@ -62,6 +68,30 @@ def collect(url: str, start: float, end: float, step: float = 15, instance: str 
     return out
 
 
+def save(data: list, path, title: str, **meta) -> None:
+    """DATA (as collect returns it) as JSON at PATH, with the picture's TITLE and further META (host, times)."""
+    doc = {"title": title, **meta,
+           "panels": [{"title": panel, "unit": unit, "series": [{"legend": name, "points": points} for name, points in lines]}
+                      for panel, unit, lines in data]}
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+
+
+def load(path) -> tuple:
+    """(data as collect returns it, title) from a file `save` wrote."""
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    data = [(p["title"], p["unit"], [(s["legend"], [(float(t), float(v)) for t, v in s["points"]]) for s in p["series"]])
+            for p in doc["panels"]]
+    return data, doc["title"]
+
+
+def empty(data: list) -> list:
+    """The titles of the panels in DATA without a single point."""
+    return [panel for panel, _unit, lines in data if not any(points for _name, points in lines)]
+
+
 def render(data: list, path, title: str) -> None:
     """DATA (as collect returns it) as a grid of line charts, one per panel, written to PATH (PNG)."""
     import matplotlib  # pylint: disable=import-outside-toplevel
@@ -92,15 +122,24 @@ def render(data: list, path, title: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    ap.add_argument("--url", required=True, help="the Prometheus, e.g. http://10.231.1.2:9090")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--url", help="the Prometheus, e.g. http://10.231.1.2:9090")
+    src.add_argument("--from-json", metavar="JSON", help="what `collect` saved (results/monitoring/panels.json)")
     ap.add_argument("--minutes", type=float, default=15)
     ap.add_argument("--step", type=float, default=15)
     ap.add_argument("--instance", default=".+")
+    ap.add_argument("--save-json", metavar="JSON", help="with --url: also save what was collected")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    end = time.time()
-    data = collect(args.url, end - 60 * args.minutes, end, args.step, args.instance)
-    render(data, args.out, "llmops.gce_vllm dashboard: main panels, last %g minutes" % args.minutes)
+    if args.from_json:
+        data, title = load(args.from_json)
+    else:
+        end = time.time()
+        data = collect(args.url, end - 60 * args.minutes, end, args.step, args.instance)
+        title = "llmops.gce_vllm dashboard: main panels, last %g minutes" % args.minutes
+        if args.save_json:
+            save(data, args.save_json, title, end=end)
+    render(data, args.out, title)
     print("wrote %s (%d panels, %d series)" % (args.out, len(data), sum(len(lines) for _t, _u, lines in data)))
     return 0
 
