@@ -52,6 +52,20 @@ def run(cmd, *, env=None, timeout=1800, check=True, stdin=None, log_to=None, cwd
     return proc.returncode, secs, out
 
 
+MEASURED_PATHS = ["roles", "playbooks", "plugins", "ansible.cfg", "examples"]
+
+
+def code_state() -> str:
+    """Digest of what the bench measures (roles, playbooks, plugins, ansible.cfg, examples): their git trees at
+    HEAD plus any uncommitted change to them. Commits to other paths (docs, tests) do not change it."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    trees = subprocess.run(["git", "rev-parse"] + ["HEAD:" + p for p in MEASURED_PATHS], cwd=REPO,
+                           capture_output=True, check=False).stdout
+    diff = subprocess.run(["git", "diff", "HEAD", "--"] + MEASURED_PATHS, cwd=REPO, capture_output=True,
+                          check=False).stdout
+    return hashlib.sha1(trees).hexdigest()[:10] + ("+" + hashlib.sha1(diff).hexdigest()[:8] if diff else "")
+
+
 class Hosts:
     """N fresh test hosts from the harness (tests/harness/testhosts.py), destroyed on exit."""
 

@@ -1,6 +1,6 @@
-# Benchmark-only callback (tests/bench): records, per task and host, when it started and ended, its
-# status and whether it changed, and writes them as JSON to $LLMOPS_BENCH_EVENTS at the end of the run.
-# Enabled only by the benchmark (ANSIBLE_CALLBACK_PLUGINS + ANSIBLE_CALLBACKS_ENABLED).
+# Timing callback of make bench and of the fleet suite (tests/fleet: a roll's steps): records, per task and host,
+# when it started and ended, its status and whether it changed, and writes them as JSON to $LLMOPS_BENCH_EVENTS at
+# the end of the run. Enabled only by those (ANSIBLE_CALLBACK_PLUGINS + ANSIBLE_CALLBACKS_ENABLED).
 from __future__ import annotations
 
 DOCUMENTATION = r"""
