@@ -12,6 +12,11 @@ Stages (all by default; --only to pick):
   health     stand-in becomes healthy at a known instant; time until http_health / vllm_models return
   inventory  llmops.gce_vllm.gce vs google.cloud.gcp_compute over the local Compute API, 100/1000/5000
              instances in 20 zones, cold and cached
+  fleet-roll the rolling configure behind HAProxy (tests/fleet, three backends): time per host, failed requests,
+             p50/p99 latency during the roll against idle, the failing roll and its fixed rerun, the no-op rerun;
+             from results/fleet/fleet.json when it is fresh (written by a passing run of the whole suite on the
+             code measured now, within BENCH_FLEET_MAX_AGE_H hours, default 24), else it runs `pytest tests/fleet`
+             first (--fleet-roll-rerun: always)
 Raw figures: docs/benchmarks/results.json (+ logs under results/bench/); the report: tests/bench/report.py.
 """
 
@@ -94,18 +99,7 @@ class Ctx:
         return env
 
 
-MEASURED_PATHS = ["roles", "playbooks", "plugins", "ansible.cfg", "examples"]
-
-
-def code_state() -> str:
-    """Digest of what the bench measures (roles, playbooks, plugins, ansible.cfg, examples): their git trees at
-    HEAD plus any uncommitted change to them. Commits to other paths (docs, tests) do not change it."""
-    import hashlib  # pylint: disable=import-outside-toplevel
-    trees = subprocess.run(["git", "rev-parse"] + ["HEAD:" + p for p in MEASURED_PATHS], cwd=REPO,
-                           capture_output=True, check=False).stdout
-    diff = subprocess.run(["git", "diff", "HEAD", "--"] + MEASURED_PATHS, cwd=REPO, capture_output=True,
-                          check=False).stdout
-    return hashlib.sha1(trees).hexdigest()[:10] + ("+" + hashlib.sha1(diff).hexdigest()[:8] if diff else "")
+code_state = bl.code_state
 
 
 # ----------------------------------------------------------------------------------------------- hosts
@@ -433,10 +427,120 @@ def stage_inventory(ctx: Ctx) -> dict:
     return inventory_bench.run(ctx)
 
 
+# ------------------------------------------------------------------------------------------- stage 6
+FLEET_JSON = REPO / "results" / "fleet" / "fleet.json"
+FLEET_RUNS = ("idle", "roll", "noop", "roll-fails", "roll-fixed")
+
+
+def fleet_json_fresh(path: Path, max_age_h: float) -> str | None:
+    """None when the fleet suite's json can stand for the code measured now; else why not."""
+    if not path.exists():
+        return "no %s" % path
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if time.time() - path.stat().st_mtime > max_age_h * 3600:
+        return "older than %s h" % max_age_h
+    if data.get("code") != code_state():
+        return "measured code %s, now %s" % (data.get("code"), code_state())
+    tests = data.get("tests") or {}
+    if not tests or any(v != "passed" for v in tests.values()):
+        return "not every fleet test passed: %s" % {k: v for k, v in tests.items() if v != "passed"}
+    missing = [r for r in FLEET_RUNS if r not in data.get("runs", {})]
+    return "runs missing: %s" % missing if missing else None
+
+
+def percentile(values, q):
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    values = sorted(values)
+    return values[max(0, min(len(values) - 1, int(round(q / 100.0 * len(values) + 0.5)) - 1))]
+
+
+def summarize_fleet_roll(data: dict) -> dict:
+    runs = data["runs"]
+
+    def lat(run):
+        ok = [r[1] for r in run["requests"] if r[2] == 200]
+        return {"requests": len(run["requests"]), "failed": run["failed"],
+                "p50_s": round(percentile(ok, 50), 4) if ok else None,
+                "p99_s": round(percentile(ok, 99), 4) if ok else None}
+
+    def per_host(run):
+        out = {}
+        for host, h in sorted(run.get("hooks", {}).items()):
+            row = {}
+            if "drained" in h and "lb_up" in h:
+                row["out_of_rotation_s"] = round(h["lb_up"][1] - h["drained"][0], 2)
+            if "drained" in h and "lb_down" in h:
+                row["drain_to_down_s"] = round(h["lb_down"][1] - h["drained"][0], 2)
+            if "restart" in h and "undrained" in h:
+                row["restart_to_undrain_s"] = round(h["undrained"][0] - h["restart"][0], 2)
+            if "undrained" in h and "lb_up" in h:
+                row["undrain_to_up_s"] = round(h["lb_up"][1] - h["undrained"][0], 2)
+            if row:
+                out[host] = row
+        return out
+
+    def play_s(run):
+        return round(run["play"]["end"] - run["play"]["start"], 1)
+
+    roll = runs["roll"]
+    hosts = per_host(roll)
+    out = {"hosts": len(roll.get("hooks", {})) or 3,
+           "idle": lat(runs["idle"]),
+           "roll": dict(lat(roll), play_s=play_s(roll), per_host=hosts,
+                        per_host_median_out_of_rotation_s=bl.median([h.get("out_of_rotation_s") for h in hosts.values()]),
+                        play_per_host_s=round(play_s(roll) / max(1, len(hosts)), 1),
+                        down_before_stop_s=roll.get("down_before_stop_s")),
+           "noop": dict(lat(runs["noop"]), play_s=play_s(runs["noop"]),
+                        play_per_host_s=round(play_s(runs["noop"]) / 3, 1)),
+           "roll_fails": dict(lat(runs["roll-fails"]), play_s=play_s(runs["roll-fails"]),
+                              broken=runs["roll-fails"].get("broken")),
+           "roll_fixed": dict(lat(runs["roll-fixed"]), play_s=play_s(runs["roll-fixed"])),
+           "suite_s": round(data.get("end", 0), 1),
+           "first_deploy_s": next((round(p["end"] - p["start"], 1) for p in data["plays"]
+                                   if p["name"] == "first-configure"), None)}
+    # the picture's data: the roll's balancer view, step timings and requests, relative to the roll's start
+    t0 = roll["start"]
+    out["timeline"] = {
+        "end": round(roll["end"] - t0, 2),
+        "balancer": [dict(c, t=round(c["t"] - t0, 2)) for c in roll["balancer"]],
+        "hooks": {h: {k: ([round(v[0] - t0, 2), round(v[1] - t0, 2)] if k != "failed" else v) for k, v in steps.items()}
+                  for h, steps in roll.get("hooks", {}).items()},
+        "requests": [[round(r[0] - t0, 2), r[1], r[2] == 200] for r in roll["requests"]],
+    }
+    return out
+
+
+def stage_fleet_roll(ctx: Ctx) -> dict:
+    why = "--fleet-roll-rerun" if ctx.args.fleet_roll_rerun else fleet_json_fresh(FLEET_JSON, ctx.args.fleet_max_age_h)
+    source = "results/fleet/fleet.json of an earlier run of tests/fleet"
+    if why:
+        bl.log("fleet-roll: running tests/fleet (%s)" % why)
+        rc, secs, _out = bl.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/fleet"],
+                                env=ctx.ansible_env(), log_to=ctx.logs / "fleet-roll-pytest.log", timeout=3600,
+                                check=False)
+        if rc != 0:
+            raise RuntimeError("tests/fleet failed (rc %s, %.0f s): see %s" % (rc, secs, ctx.logs / "fleet-roll-pytest.log"))
+        source = "this bench run (pytest tests/fleet, %.0f s)" % secs
+        still = fleet_json_fresh(FLEET_JSON, ctx.args.fleet_max_age_h)
+        if still:
+            raise RuntimeError("tests/fleet passed but its json is not usable: " + still)
+    data = json.loads(FLEET_JSON.read_text(encoding="utf-8"))
+    out = summarize_fleet_roll(data)
+    out["source"] = source
+    out["fleet_json_date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(FLEET_JSON.stat().st_mtime))
+    out["fleet_json_code"] = data.get("code")
+    bl.log("fleet-roll: roll %.0f s for %d hosts, %d of %d requests failed; p50 %s s / p99 %s s (idle %s / %s)" % (
+        out["roll"]["play_s"], out["hosts"], out["roll"]["failed"], out["roll"]["requests"], out["roll"]["p50_s"],
+        out["roll"]["p99_s"], out["idle"]["p50_s"], out["idle"]["p99_s"]))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="runbook,configure,fleet,health,inventory")
+    ap.add_argument("--only", default="runbook,configure,fleet,health,inventory,fleet-roll")
+    ap.add_argument("--fleet-roll-rerun", action="store_true", help="run tests/fleet even if its json is fresh")
+    ap.add_argument("--fleet-max-age-h", type=float, default=float(os.environ.get("BENCH_FLEET_MAX_AGE_H", "24")))
     ap.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "2")))
     ap.add_argument("--health-repeats", type=int, default=int(os.environ.get("BENCH_HEALTH_REPEATS", "7")))
     ap.add_argument("--inventory-repeats", type=int, default=int(os.environ.get("BENCH_INVENTORY_REPEATS", "3")))
@@ -473,6 +577,8 @@ def main() -> int:
             cur["stages"]["inventory"] = stage_inventory(ctx)
         if "fleet" in ctx.stages:
             cur["stages"]["fleet"] = stage_fleet(ctx, cur["stages"].get("single"))
+        if "fleet-roll" in ctx.stages:
+            cur["stages"]["fleet_roll"] = stage_fleet_roll(ctx)
     except Exception as exc:  # noqa: BLE001 - keep what was measured, never publish a partial run
         failure = exc
     cur["bench_wall_s"] = round(time.monotonic() - t0, 1)
@@ -537,6 +643,11 @@ def headline(cur: dict) -> dict:
                 continue
             h["fleet%s_first_s" % n] = (r.get("first") or {}).get("wall_s")
             h["fleet%s_second_s" % n] = r["second"]["wall_s"]
+    if "fleet_roll" in s:
+        fr = s["fleet_roll"]
+        h["roll_s"] = fr["roll"]["play_s"]
+        h["roll_failed"] = fr["roll"]["failed"]
+        h["roll_p99_s"] = fr["roll"]["p99_s"]
     if "inventory" in s:
         for row in s["inventory"].get("rows", []):
             h["inv_%s_%s_%s_s" % (row["plugin"], row["instances"], row["mode"])] = row["median_s"]

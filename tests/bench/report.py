@@ -255,6 +255,66 @@ def plot(latest: dict, png: Path) -> None:
     fig.savefig(png, dpi=90)
 
 
+ROLL_PNG = REPO / "docs" / "fleet" / "roll-timeline.png"
+
+
+def plot_roll_timeline(fr: dict, png: Path) -> None:
+    """The fleet roll, per host: the balancer's view (serving / out) and the play's steps (drained, restarting,
+    ready), over the requests' latencies; all from the fleet test's own measurements (results.json)."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
+
+    tl = fr["timeline"]
+    hosts = sorted(tl["hooks"]) or sorted({c["host"] for c in tl["balancer"]})
+    fig, (ax, lx) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1.3]})
+    fig.suptitle("Rolling configure of %d hosts behind HAProxy: vllm_server_max_model_len and the adapter list "
+                 "(measured %s)" % (len(hosts), fr.get("fleet_json_date", "?")[:16]), fontsize=10)
+    colors = {"serving": "tab:green", "out": "lightgray", "drained": "tab:orange", "restarting": "tab:red",
+              "ready": "tab:blue"}
+    for y, host in enumerate(hosts):
+        changes = [c for c in tl["balancer"] if c["host"] == host]
+        for i, c in enumerate(changes):
+            end = changes[i + 1]["t"] if i + 1 < len(changes) else tl["end"]
+            up = (c["status"] or "").startswith("UP")
+            ax.barh(y, end - c["t"], left=c["t"], height=0.8, color=colors["serving" if up else "out"])
+        h = tl["hooks"].get(host, {})
+        spans = []
+        if "drained" in h and "restart" in h:
+            spans.append(("drained", h["drained"][0], h["restart"][0]))
+        if "restart" in h and "undrained" in h:
+            spans.append(("restarting", h["restart"][0], h["undrained"][0]))
+        if "undrained" in h and "lb_up" in h:
+            spans.append(("ready", h["undrained"][0], h["lb_up"][1]))
+        for name, a, b in spans:
+            ax.barh(y, b - a, left=a, height=0.3, color=colors[name])
+    ax.set_yticks(range(len(hosts)), hosts)
+    ax.invert_yaxis()
+    ax.legend(handles=[Patch(color=colors["serving"], label="serving (UP in the balancer)"),
+                       Patch(color=colors["out"], label="out of the rotation (DOWN)"),
+                       Patch(color=colors["drained"], label="drained, waiting for DOWN (play)"),
+                       Patch(color=colors["restarting"], label="vLLM restarting and verified (play)"),
+                       Patch(color=colors["ready"], label="undrained, until UP (play)")],
+              fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, frameon=False)
+    ok = [r for r in tl["requests"] if r[2]]
+    bad = [r for r in tl["requests"] if not r[2]]
+    lx.plot([r[0] for r in ok], [r[1] * 1000 for r in ok], ".", markersize=2, color="tab:gray",
+            label="request through the balancer (%d, %d failed)" % (len(tl["requests"]), len(bad)))
+    if bad:
+        lx.plot([r[0] for r in bad], [r[1] * 1000 for r in bad], "x", color="red", label="failed")
+    idle = fr["idle"]
+    if idle.get("p99_s"):
+        lx.axhline(idle["p99_s"] * 1000, color="tab:green", linestyle="--", linewidth=1, label="idle p99")
+    lx.set_yscale("log")
+    lx.set_ylabel("latency, ms")
+    lx.set_xlabel("seconds since the roll started")
+    lx.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+
+
 def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one function
     latest = data["latest"]
     st = latest["stages"]
@@ -475,6 +535,51 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
                             "%s)" % fmt(base, " s", 2), c is not None and c.get("plugin_only_s") is not None
                             and c["plugin_only_s"] <= 0.3, fmt(c and c.get("plugin_only_s"), " s", 3)))
 
+    fr = st.get("fleet_roll")
+    if fr:
+        w("## 6. Fleet: the rolling configure behind HAProxy, %d hosts (tests/fleet)" % fr["hosts"])
+        w("")
+        measured(fr)
+        w("From %s (written %s, code `%s`). One balancer test host (role load_balancer, HAProxy; checks every 1 s, "
+          "2 to fall or rise) in front of %d test hosts running the real roles with the vLLM stand-in; three clients "
+          "of the AI server's `/v1/chat` through the balancer during each play. `playbooks/configure.yml` with "
+          "`serial: 1`. All hosts and the controller share this machine's CPUs." % (
+              fr.get("source"), fr.get("fleet_json_date"), fr.get("fleet_json_code"), fr["hosts"]))
+        w("")
+        w("| run | play wall time | per host | requests | failed | p50 latency | p99 latency |")
+        w("|---|---|---|---|---|---|---|")
+        for key, name in (("idle", "idle (no play, 8 s)"),
+                          ("roll", "roll: max_model_len 8192 -> 4096 and an adapter added, all hosts"),
+                          ("noop", "no-op rerun"),
+                          ("roll_fails", "roll that stops at host 2 (its new vLLM dies at start)"),
+                          ("roll_fixed", "rerun with the fault fixed (hosts 2 and 3 roll)")):
+            r = fr[key]
+            w("| %s | %s | %s | %d | %d | %s | %s |" % (
+                name, fmt(r.get("play_s")), fmt(r.get("play_per_host_s")), r["requests"], r["failed"],
+                fmt(r["p50_s"] and r["p50_s"] * 1000, " ms", 0), fmt(r["p99_s"] and r["p99_s"] * 1000, " ms", 0)))
+        w("")
+        w("Per host in the roll (from the play's own step timings): out of the rotation (drain until the balancer "
+          "shows it UP again), drain until DOWN, vLLM restart until undrain (restart, its verify, the AI server's "
+          "tasks), undrain until UP; and how long before systemd began to stop its vLLM the balancer showed it DOWN.")
+        w("")
+        w("| host | out of rotation | drain -> DOWN | restart -> undrain | undrain -> UP | DOWN before the stop |")
+        w("|---|---|---|---|---|---|")
+        dbs = fr["roll"].get("down_before_stop_s") or {}
+        for host, r in sorted(fr["roll"]["per_host"].items()):
+            w("| %s | %s | %s | %s | %s | %s |" % (host, fmt(r.get("out_of_rotation_s")), fmt(r.get("drain_to_down_s")),
+                                                   fmt(r.get("restart_to_undrain_s")), fmt(r.get("undrain_to_up_s")),
+                                                   fmt(dbs.get(host))))
+        w("")
+        w("First deploy of the %d backends in one play: %s; the whole fleet suite (hosts, deploy, every test): %s." % (
+            fr["hosts"], fmt(fr.get("first_deploy_s")), fmt(fr.get("suite_s"))))
+        w("")
+        w("![the roll's timeline](fleet/roll-timeline.png)")
+        w("")
+        targets.append(("fleet roll: 0 failed requests", fr["roll"]["failed"] == 0, str(fr["roll"]["failed"])))
+        targets.append(("failing roll and its rerun: 0 failed requests",
+                        fr["roll_fails"]["failed"] + fr["roll_fixed"]["failed"] == 0,
+                        str(fr["roll_fails"]["failed"] + fr["roll_fixed"]["failed"])))
+
     if targets:
         w("## Targets (issue 4)")
         w("")
@@ -514,7 +619,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     w("## Reproduce")
     w("")
     w("`make bench` (about 15-20 min on 2 CPUs). Parts: `.venv/bin/python tests/bench/bench.py --only "
-      "health,inventory` (also `runbook`, `configure`, `fleet`; `--repeats`, `--fleet 1,2,4`, "
+      "health,inventory` (also `runbook`, `configure`, `fleet`, `fleet-roll`; `--repeats`, `--fleet 1,2,4`, "
       "`--sizes 100,1000,5000`). Raw logs of each run: `results/bench/<time>/`.")
     return "\n".join(L) + "\n"
 
@@ -548,6 +653,8 @@ def main() -> int:
     if undated:
         return 1
     plot(data["latest"], png)
+    if data["latest"]["stages"].get("fleet_roll"):
+        plot_roll_timeline(data["latest"]["stages"]["fleet_roll"], ROLL_PNG)
     if not args.plot_only:
         md.write_text(render(data, str(rel)), encoding="utf-8")
         print(md)
