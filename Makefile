@@ -65,8 +65,10 @@ integration: venv hostdeps
 reliability: venv hostdeps
 	@$(TIMED) $(PYTEST) tests/reliability
 
-# issue 11: the fleet - the load_balancer role (HAProxy) on its own test host in front of two backends, and a rolling
-# configure of two backends running the real roles behind it; its measurements go to results/fleet/
+# issue 11: the fleet - one host set (tests/fleet/conftest.py): the load_balancer role (HAProxy) on its own test host in
+# front of three backends running the real roles; the balancer's behaviours, a rolling configure under load, its
+# no-op rerun, a roll that stops at a failing host and its fixed rerun; measurements in results/fleet/fleet.json
+# (make bench's fleet-roll stage reads them)
 fleet: venv hostdeps
 	@$(TIMED) $(PYTEST) tests/fleet
 
