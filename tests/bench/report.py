@@ -619,7 +619,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     w("## Reproduce")
     w("")
     w("`make bench` (about 15-20 min on 2 CPUs). Parts: `.venv/bin/python tests/bench/bench.py --only "
-      "health,inventory` (also `runbook`, `configure`, `fleet`, `fleet-roll`; `--repeats`, `--fleet 1,2,4`, "
+      "health,inventory` (also `runbook`, `configure`, `fleet`; `--repeats`, `--fleet 1,2,4`, "
       "`--sizes 100,1000,5000`). Raw logs of each run: `results/bench/<time>/`.")
     return "\n".join(L) + "\n"
 
