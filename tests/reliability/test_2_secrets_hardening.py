@@ -130,8 +130,10 @@ def test_no_secret_in_files_other_users_can_read(converged, secrets_):
     # as an unprivileged user: whatever it can read anywhere on the host (directory permissions included)
     as_nobody = host.sh("runuser -u nobody -- grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys "
                         "--exclude-dir=dev || true", input=patterns, timeout=300).stdout.split()
-    # as root: every file holding a secret, with its mode: only the AI server's .env and the proxies' configurations
-    # may (behind its proxy vLLM holds no key: vllm.env has none)
+    # as root: every file holding a secret, with its mode and owner: only the AI server's .env, the proxies'
+    # configurations and the readiness checker's env file may (behind its proxy vLLM holds no key: vllm.env has none).
+    # The checker (ai_server_readiness) asks vLLM's /v1/models with the app's VLLM_BASE_URL and key, through vLLM's
+    # proxy, so a key the proxy refuses makes the host not ready; systemd reads its env file as root.
     as_root = host.sh("grep -rlsF -f /dev/stdin / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
                       "| xargs -r stat -c '%n %a %U:%G' || true", input=patterns, timeout=300).stdout.splitlines()
     lib.record("secrets", where="files on the test host readable by another user", how="`grep -r` over / as nobody",
@@ -139,12 +141,11 @@ def test_no_secret_in_files_other_users_can_read(converged, secrets_):
     holders = sorted(as_root)
     lib.RESULTS["notes"].append("files holding a secret on the host (as root): " + "; ".join(holders))
     assert not as_nobody, "secrets readable by nobody: %s" % as_nobody
-    allowed = {"/app/ai-server/.env", "/etc/haproxy/vllm-proxy.cfg", "/etc/haproxy/ai-server-proxy.cfg"}
+    allowed = {"/app/ai-server/.env": "600 aiserver:aiserver", "/etc/haproxy/vllm-proxy.cfg": "600 root:root",
+               "/etc/haproxy/ai-server-proxy.cfg": "600 root:root", "/var/lib/llmops/ai-server-ready.env": "600 root:root"}
     unexpected = [h for h in holders if h.split()[0] not in allowed]
     assert not unexpected, "secrets in unexpected files: %s" % unexpected
-    assert {h.split()[0] for h in holders} == allowed, holders
-    for h in holders:
-        assert h.split()[1] == "600", h
+    assert {h.split()[0]: h.split(None, 1)[1] for h in holders} == allowed, holders
 
 
 def test_no_secret_in_results_and_report_files(converged, secrets_, workdir):
