@@ -15,7 +15,23 @@ import sys
 import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-ROLES = ("gce_vllm", "gpu_host", "vllm_server", "ai_server", "checklist", "load_balancer", "exporters", "prometheus")
+
+
+def public_roles(root=ROOT):
+    """The roles a user sets variables of: every roles/<role>/meta/argument_specs.yml with a `main` entry point,
+    by name. The internal roles (auth_proxy, venv_service) have only their own entry points (probe, configure, ...):
+    their one parameter is built by the calling role. tests/unit/test_role_docs.py checks these roles' specs."""
+    found = []
+    for role in sorted(os.listdir(os.path.join(root, "roles"))):
+        spec = os.path.join(root, "roles", role, "meta", "argument_specs.yml")
+        if os.path.isfile(spec):
+            with open(spec) as fh:
+                if "main" in ((yaml.safe_load(fh) or {}).get("argument_specs") or {}):
+                    found.append(role)
+    return tuple(found)
+
+
+ROLES = public_roles()
 PAGE = os.path.join(ROOT, "docs", "variables.md")
 README = os.path.join(ROOT, "playbooks", "README.md")
 README_ROLE = "gce_vllm"
