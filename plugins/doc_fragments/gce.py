@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmops.gce_vllm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The connection options shared by the GCE modules of llmops.gce_vllm (module_utils/gce.py GCE_AUTH_ARGSPEC)."""
+"""The connection options shared by the GCE modules of llmops.gce_vllm (module_utils/gce.py GCE_AUTH_ARGSPEC), and
+(LOAD_BALANCER: llmops.gce_vllm.gce.load_balancer) the options that name a load balancer, shared by gce_load_balancer
+and gce_load_balancer_health (module_utils/gce_rules.py LOAD_BALANCER_REF_OPTIONS)."""
 
 from __future__ import annotations
 
@@ -73,4 +75,33 @@ requirements:
   - google-auth (not needed for O(auth_kind=accesstoken))
 notes:
   - "Runs on the controller (use C(connection: local) or C(delegate_to: localhost))."
+'''
+
+    # llmops.gce_vllm.gce.load_balancer: a module may add keys to an option (ansible-core merges each option's keys,
+    # the module's winning): gce_load_balancer gives `instances` its own description and a default,
+    # gce_load_balancer_health makes it required.
+    LOAD_BALANCER = r'''
+options:
+  name:
+    description:
+      - Name of the load balancer's resources (RFC 1035) - its health check, backend service and forwarding rule; the
+        instance group of each zone is O(name)C(-)ZONE.
+    type: str
+    required: true
+  region:
+    description: Region of the load balancer. Default the region of the zones of O(instances), which must be one.
+    type: str
+  instances:
+    description: The VMs behind the load balancer, each by name and zone (their zones give its instance groups).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the VM.
+        type: str
+        required: true
+      zone:
+        description: Zone of the VM.
+        type: str
+        required: true
 '''

@@ -951,15 +951,29 @@ FIREWALL_OPTIONS = dict(
     description=dict(type="str"),
 )
 
-# The options of gce_load_balancer (argument_spec form, without the connection options), shared with
-# gce_preflight's `load_balancer`.
-LOAD_BALANCER_OPTIONS = dict(
+# A VM named by its name and zone: a load balancer's members (gce_load_balancer, gce_load_balancer_health) and the
+# members of a fleet (gce_preflight's `fleet`).
+VM_REF_OPTIONS = dict(
     name=dict(type="str", required=True),
-    state=dict(type="str", choices=["present", "absent"], default="present"),
+    zone=dict(type="str", required=True),
+)
+
+# What names a load balancer, in gce_load_balancer and in gce_load_balancer_health (which makes `instances` required);
+# their DOCUMENTATION: the doc fragment llmops.gce_vllm.gce.load_balancer.
+LOAD_BALANCER_REF_OPTIONS = dict(
+    name=dict(type="str", required=True),
     region=dict(type="str"),
+    instances=dict(type="list", elements="dict", options=VM_REF_OPTIONS),
+)
+
+# The options of gce_load_balancer (argument_spec form, without the connection options), shared with
+# gce_preflight's `load_balancer`. Modules take a deep copy.
+LOAD_BALANCER_OPTIONS = dict(
+    name=LOAD_BALANCER_REF_OPTIONS["name"],
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    region=LOAD_BALANCER_REF_OPTIONS["region"],
     network=dict(type="str", default="default"),
-    instances=dict(type="list", elements="dict", default=[], options=dict(
-        name=dict(type="str", required=True), zone=dict(type="str", required=True))),
+    instances=dict(LOAD_BALANCER_REF_OPTIONS["instances"], default=[]),
     port=dict(type="int", default=8000),
     health_check=dict(type="dict", default={}, options=dict(
         port=dict(type="int"),

@@ -34,6 +34,7 @@ author:
   - llmops team (@llmops)
 extends_documentation_fragment:
   - llmops.gce_vllm.gce
+  - llmops.gce_vllm.gce.load_balancer
 attributes:
   check_mode:
     support: full
@@ -42,10 +43,7 @@ attributes:
     support: full
     description: Shows the managed fields of every resource before and after.
 options:
-  name:
-    description: Name of the load balancer's resources (RFC 1035; the instance groups add C(-ZONE)).
-    type: str
-    required: true
+  # name, region and the type and suboptions of instances: the fragment llmops.gce_vllm.gce.load_balancer
   state:
     description:
       - V(present) creates or reconciles every resource; V(absent) deletes them, forwarding rule first.
@@ -54,9 +52,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  region:
-    description: Region of the load balancer. Default the region of the zones of O(instances), which must be one.
-    type: str
   network:
     description: VPC network of the instance groups (the VMs' network), as a name or C(global/networks/NAME).
     type: str
@@ -66,18 +61,7 @@ options:
       - The VMs behind the load balancer, each by name and zone. The instance group of each zone is made to hold
         exactly these VMs (others are removed from it); groups of zones no longer used are removed from the
         backend service and deleted.
-    type: list
-    elements: dict
     default: []
-    suboptions:
-      name:
-        description: Name of the VM.
-        type: str
-        required: true
-      zone:
-        description: Zone of the VM.
-        type: str
-        required: true
   port:
     description: The TCP port the forwarding rule forwards (the AI server's public port).
     type: int

@@ -20,6 +20,7 @@ author:
   - llmops team (@llmops)
 extends_documentation_fragment:
   - llmops.gce_vllm.gce
+  - llmops.gce_vllm.gce.load_balancer
 attributes:
   check_mode:
     support: full
@@ -28,27 +29,9 @@ attributes:
     support: none
     description: Read-only.
 options:
-  name:
-    description: Name of the load balancer (its backend service; the instance groups are NAME-ZONE).
-    type: str
-    required: true
-  region:
-    description: Its region. Default the region of the zones of O(instances).
-    type: str
+  # name, region and instances: the fragment llmops.gce_vllm.gce.load_balancer
   instances:
-    description: The VMs behind it, by name and zone (their zones give the instance groups to ask about).
-    type: list
-    elements: dict
     required: true
-    suboptions:
-      name:
-        description: Name of the VM.
-        type: str
-        required: true
-      zone:
-        description: Zone of the VM.
-        type: str
-        required: true
   wait_for:
     description:
       - VM name -> V(HEALTHY) or V(UNHEALTHY) to wait for. Empty answers at once.
@@ -87,6 +70,7 @@ elapsed:
   sample: 10.2
 '''
 
+import copy
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -97,6 +81,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce import (
     client_from_module,
 )
 from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
+    LOAD_BALANCER_REF_OPTIONS,
     load_balancer_problems,
     zone_region,
 )
@@ -106,11 +91,9 @@ STATES = ("HEALTHY", "UNHEALTHY")
 
 def main():
     spec = dict(GCE_AUTH_ARGSPEC)
+    spec.update(copy.deepcopy(LOAD_BALANCER_REF_OPTIONS))
+    spec["instances"]["required"] = True
     spec.update(
-        name=dict(type="str", required=True),
-        region=dict(type="str"),
-        instances=dict(type="list", elements="dict", required=True, options=dict(
-            name=dict(type="str", required=True), zone=dict(type="str", required=True))),
         wait_for=dict(type="dict", default={}),
         timeout=dict(type="int", default=300),
         sleep=dict(type="float", default=2.0),

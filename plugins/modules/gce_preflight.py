@@ -558,6 +558,7 @@ from ansible_collections.llmops.gce_vllm.plugins.module_utils.gce_rules import (
     LOAD_BALANCER_OPTIONS,
     GPU_QUOTA_METRICS,
     INSTANCE_OPTIONS,
+    VM_REF_OPTIONS,
     Names,
     api_option_problems,
     basename,
@@ -589,8 +590,7 @@ def argument_spec():
     spec.update(
         instance=dict(type="dict", options=instance),
         firewalls=dict(type="list", elements="dict", options=firewall),
-        fleet=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True),
-                                                              zone=dict(type="str", required=True))),
+        fleet=dict(type="list", elements="dict", options=copy.deepcopy(VM_REF_OPTIONS)),
         only=dict(type="list", elements="str", default=[]),
         load_balancer=dict(type="dict", options=copy.deepcopy(LOAD_BALANCER_OPTIONS)),
         names=dict(type="dict", default={}),
