@@ -3,11 +3,13 @@ import base64
 import csv
 import hashlib
 import io
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 
@@ -310,3 +312,44 @@ def test_sigterm_without_shutdown_timeout_cuts_the_request_in_flight_off():
 def test_a_negative_shutdown_timeout_is_a_usage_error():
     proc = run_vllm(["serve", MODEL, "--shutdown-timeout", "-1"])
     assert proc.returncode == 2 and "--shutdown-timeout" in proc.stderr
+
+
+def test_runtime_lora_routes_only_when_allowed_with_vllms_checks(tmp_path):
+    """vLLM 0.32's /v1/load_lora_adapter and /v1/unload_lora_adapter exist only with VLLM_ALLOW_RUNTIME_LORA_UPDATING
+    true (else 404), behind the key, with vLLM's checks: both fields, no second load of a name, a directory holding
+    adapter_config.json, an unload of a name it serves."""
+    auth = {"Authorization": "Bearer " + KEY}
+
+    def post_json(url, payload, headers=None):   # a success is plain text, as vLLM's PlainTextResponse
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                         headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+        try:
+            with urllib.request.urlopen(request, timeout=2.0) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    off = Standin(SERVE_ARGS + ["--api-key", KEY]).wait_healthy()
+    try:
+        assert post_json(off.base + "/v1/unload_lora_adapter", {"lora_name": "checklist"}, auth)[0] == 404
+    finally:
+        assert off.stop() == 0
+    adapter = tmp_path / "extra"
+    adapter.mkdir()
+    server = Standin(SERVE_ARGS + ["--api-key", KEY], env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}).wait_healthy()
+    try:
+        load, unload = server.base + "/v1/load_lora_adapter", server.base + "/v1/unload_lora_adapter"
+        assert post_json(load, {"lora_name": "extra", "lora_path": str(adapter)})[0] == 401
+        status, body = post_json(load, {"lora_name": "extra", "lora_path": str(adapter)}, auth)
+        assert status == 404 and body["error"]["message"] == "Loading lora extra failed: No adapter found for <path>"
+        (adapter / "adapter_config.json").write_text("{}")
+        assert post_json(load, {"lora_name": "extra"}, auth)[0] == 400
+        assert post_json(load, {"lora_name": "checklist", "lora_path": str(adapter)}, auth)[0] == 400
+        assert post_json(load, {"lora_name": "extra", "lora_path": str(adapter)}, auth) == (
+            200, "Success: LoRA adapter 'extra' added successfully.")
+        assert post_json(unload, {"lora_name": "checklist"}, auth) == (200, "Success: LoRA adapter 'checklist' removed successfully.")
+        assert post_json(unload, {"lora_name": "checklist"}, auth)[0] == 404
+        ids = [c["id"] for c in json.loads(get(server.base + "/v1/models", auth)[1])["data"]]
+        assert ids == [MODEL, "easycontract", "extra"]
+    finally:
+        assert server.stop() == 0

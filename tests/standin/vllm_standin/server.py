@@ -32,6 +32,11 @@ DOCS_HTML = ("<!DOCTYPE html><html><head><title>FastAPI - Swagger UI</title></he
              "<body><div id=\"swagger-ui\"></div></body></html>")
 
 
+def runtime_lora_updating():
+    """vLLM's envs.VLLM_ALLOW_RUNTIME_LORA_UPDATING: true for "1" or "true", any case."""
+    return os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "0").strip().lower() in ("1", "true")
+
+
 def sanitize_message(message):
     """vLLM's error-message sanitiser (entrypoints/serve/exception_handling/utils.py): paths become <path>."""
     message = re.sub(r" at 0x[0-9a-fA-F]+>", ">", message)
@@ -202,6 +207,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/ping":   # POST /ping too, like vLLM's SageMaker routes
             self._send(200, b"", content_type=None)
             return
+        if path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter") and runtime_lora_updating():
+            data = self._read_json()
+            if data is not None:
+                self._lora_update(path, data)
+            return
         if path not in ("/v1/chat/completions", "/v1/completions", "/invocations", "/tokenize", "/detokenize"):
             if path in ("/health", "/version", "/v1/models", "/metrics", "/load", "/openapi.json", "/docs"):
                 self._send(405, {"detail": "Method Not Allowed"})
@@ -302,6 +312,35 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self._access_log(200)
+
+    def _lora_update(self, path, data):
+        """vLLM 0.32's runtime LoRA routes (serving_models.py), registered only when VLLM_ALLOW_RUNTIME_LORA_UPDATING
+        is true: the same checks, status codes and texts; a load needs the adapter's adapter_config.json on disk."""
+        loras = self.server.state["loras"]
+        name = data.get("lora_name")
+        known = [lora for lora in loras if lora["name"] == name]
+        if path == "/v1/unload_lora_adapter":
+            if not name:
+                self._error(400, "'lora_name' needs to be provided to unload a LoRA adapter.", "BadRequestError")
+            elif not known:
+                self._error(404, "The lora adapter '%s' cannot be found." % name, "NotFoundError")
+            else:
+                loras.remove(known[0])
+                self._send(200, ("Success: LoRA adapter '%s' removed successfully." % name).encode(), "text/plain; charset=utf-8")
+            return
+        lora_path = data.get("lora_path")
+        if not name or not lora_path:
+            self._error(400, "Both 'lora_name' and 'lora_path' must be provided.", "BadRequestError")
+        elif known and not data.get("load_inplace"):
+            self._error(400, "The lora adapter '%s' has already been loaded. If you want to load the adapter in place, "
+                             "set 'load_inplace' to True." % name, "BadRequestError")
+        elif not os.path.isfile(os.path.join(lora_path, "adapter_config.json")):
+            self._error(404, "Loading lora %s failed: No adapter found for %s" % (name, lora_path), "NotFoundError")
+        else:
+            for old in known:
+                loras.remove(old)
+            loras.append({"name": name, "path": lora_path, "base_model_name": data.get("base_model_name")})
+            self._send(200, ("Success: LoRA adapter '%s' added successfully." % name).encode(), "text/plain; charset=utf-8")
 
     # --- payloads -------------------------------------------------------------------------------------
     def served_ids(self):
