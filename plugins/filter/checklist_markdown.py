@@ -17,6 +17,8 @@ description:
   - No "Ansible managed" banner and no HTML comment; the file is this run's output for a person, not managed
     configuration.
   - Table cells are made safe for Markdown (no line breaks, C(|) escaped).
+  - Under each host's checks, the phases of vLLM's current start (when the report has them): when each began
+    (seconds after systemd started the unit), how long it took, and a phase the journal did not hold with why.
   - When the report names stand-ins (the tests' nvidia-smi or vLLM), the page says so under the verdict and
     under each host that had them.
 options:
@@ -49,6 +51,33 @@ def _cell(value):
 
 def _code(value):
     return "`%s`" % str(value).replace("`", "'")
+
+
+def _seconds(value):
+    return "-" if value is None else "%.1f" % value
+
+
+def _startup_lines(startup):
+    """The table of vLLM's start-up phases of one host (none when it was not read)."""
+    if not isinstance(startup, dict):
+        return []
+    if startup.get("error") and not startup.get("phases"):
+        return ["vLLM start-up: the journal could not be read (%s)." % _cell(startup["error"]), ""]
+    head = "vLLM start-up (the journal of its current start, %s): %s" % (
+        startup.get("started_at") or "?",
+        ("ready after %s s" % _seconds(startup.get("ready_seconds"))) if startup.get("ready") else "not ready")
+    if startup.get("first_health_200_seconds") is not None:
+        head += ", first /health 200 after %s s" % _seconds(startup["first_health_200_seconds"])
+    if startup.get("compile_cache"):
+        head += ", compile cache %s" % startup["compile_cache"]
+    out = [head + ".", "", "| phase | began (s after start) | took (s) | detail |", "|---|---|---|---|"]
+    for phase in startup.get("phases") or []:
+        out.append("| %s | %s | %s | %s |" % (
+            _cell(phase.get("title") or phase.get("name")),
+            _seconds(phase.get("offset")) if phase.get("printed") else "-",
+            _seconds(phase.get("seconds")) if phase.get("printed") else "-",
+            _cell(phase.get("detail"))))
+    return out + [""]
 
 
 def checklist_markdown(report):
@@ -88,6 +117,7 @@ def checklist_markdown(report):
                 _cell(check.get("id") or "-"), _cell(check.get("check")), "PASS" if check.get("passed") else "FAIL",
                 _cell(check.get("detail"))))
         lines.append("")
+        lines += _startup_lines(host.get("vllm_startup"))
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

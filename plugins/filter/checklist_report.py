@@ -24,6 +24,9 @@ description:
     was not real (C(GPU) for nvidia-smi, C(vLLM)), so a run against stand-ins never reads as a real deployment.
   - A host without a recorded result (failed or unreachable earlier) gets one failed check, so the report
     never passes by omission.
+  - vLLM's start-up phases (C(vllm_server.startup), what M(llmops.gce_vllm.vllm_startup_info) read from the journal
+    of the unit's current start) go to RV(_value.hosts[].vllm_startup): information, not a check; a phase the
+    journal does not hold keeps its reason (for example C(not printed by this build)), never 0 seconds.
   - Copies only named keys (check texts, details, addresses, machine type); nothing else of a host's
     variables, so no secret, reaches the report.
 options:
@@ -108,6 +111,11 @@ _value:
           description: The stand-ins found on this host, each C({what, path}).
           type: list
           elements: dict
+        vllm_startup:
+          description: "vLLM's current start, or null when it was not read: C(started_at), C(ready),
+            C(ready_seconds), C(first_health_200_seconds), C(compile_cache), C(error) and C(phases), each
+            C({name, title, printed, start, end, seconds, offset, detail})."
+          type: dict
 '''
 
 from ansible.errors import AnsibleFilterError
@@ -126,6 +134,8 @@ RUNBOOK_IDS = {
 # Where each part of a host's checklist_result comes from, in report order.
 SOURCES = ("gpu_host", "vllm_server", "ai_server", "external")
 HOST_KEYS = ("instance", "project", "zone", "machine_type", "external_ip", "internal_ip")
+STARTUP_KEYS = ("started_at", "ready", "ready_seconds", "first_health_200_seconds", "compile_cache")
+PHASE_KEYS = ("name", "title", "printed", "start", "end", "seconds", "offset", "detail")
 # What a stand-in file found on a host replaces, by its file name.
 STANDINS = {"nvidia-smi": "GPU", "vllm": "vLLM"}
 
@@ -157,6 +167,41 @@ def _check(item, gpu, min_cuda_major):
             "passed": passed, "detail": detail}
 
 
+def _number(value):
+    try:
+        return None if value is None or isinstance(value, bool) else round(float(value), 3)
+    except (TypeError, ValueError):
+        return None
+
+
+def _startup(vllm):
+    """The start-up phases of vllm_server's result, named keys only (no journal line reaches the report)."""
+    if not isinstance(vllm, dict) or not isinstance(vllm.get("startup"), dict):
+        if isinstance(vllm, dict) and vllm.get("startup_error"):
+            return {"error": _text(vllm["startup_error"]), "phases": []}
+        return None
+    src = vllm["startup"]
+    out = {key: src.get(key) for key in STARTUP_KEYS}
+    out["ready"] = src.get("ready") is True
+    for key in ("ready_seconds", "first_health_200_seconds"):
+        out[key] = _number(out[key])
+    for key in ("started_at", "compile_cache"):
+        out[key] = _text(out[key]) or None
+    out["error"] = _text(vllm.get("startup_error")) or None
+    out["phases"] = []
+    for phase in src.get("phases") or []:
+        if not isinstance(phase, dict) or not phase.get("name"):
+            continue
+        item = {key: phase.get(key) for key in PHASE_KEYS}
+        item["printed"] = phase.get("printed") is True
+        for key in ("seconds", "offset"):
+            item[key] = _number(item[key])
+        for key in ("name", "title", "start", "end", "detail"):
+            item[key] = _text(item[key]) or None
+        out["phases"].append(item)
+    return out
+
+
 def _host(host, result, min_cuda_major):
     if not isinstance(result, dict):
         return {"host": host, "instance": host, "passed": False, "checks": [
@@ -180,6 +225,7 @@ def _host(host, result, min_cuda_major):
         checks += [_check(item, part.get("gpu"), min_cuda_major) for item in part["checks"]]
     entry["checks"] = checks
     entry["passed"] = all(c["passed"] for c in checks)
+    entry["vllm_startup"] = _startup(result.get("vllm_server"))
     return entry
 
 

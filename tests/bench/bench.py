@@ -17,6 +17,9 @@ Stages (all by default; --only to pick):
              from results/fleet/fleet.json when it is fresh (written by a passing run of the whole suite on the
              code measured now, within BENCH_FLEET_MAX_AGE_H hours, default 24), else it runs `pytest tests/fleet`
              first (--fleet-roll-rerun: always)
+  startup    the REAL vLLM engine (its CPU build, tests/real_engine): cold start (compile caches emptied) vs warm
+             restart (caches kept), --startup-repeats of each, phases from the collection's journal parser
+             (llmops.gce_vllm.vllm_startup_info); needs what `make real-engine` needs
 Raw figures: docs/benchmarks/results.json (+ logs under results/bench/); the report: tests/bench/report.py.
 """
 
@@ -535,15 +538,36 @@ def stage_fleet_roll(ctx: Ctx) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------- stage 7
+def stage_startup(ctx: Ctx) -> dict:
+    """The real engine's cold and warm starts: tests/real_engine/bench_startup.py (the real-engine suite's host and
+    deployment fixtures), which writes its figures to a JSON file this stage returns."""
+    out = ctx.workdir / "startup.json"
+    if out.exists():
+        out.unlink()
+    env = dict(os.environ, LLMOPS_STARTUP_BENCH_OUT=str(out), LLMOPS_STARTUP_BENCH_N=str(ctx.args.startup_repeats))
+    rc, secs, text = bl.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                             str(REPO / "tests" / "real_engine" / "bench_startup.py")], env=env, timeout=3600,
+                            check=False, log_to=ctx.logs / "startup.log")
+    if rc != 0 or not out.exists():
+        raise RuntimeError("the startup stage failed (rc=%s, %.0f s): see %s\n%s" % (
+            rc, secs, ctx.logs / "startup.log", text[-3000:]))
+    data = json.loads(out.read_text(encoding="utf-8"))
+    data["stage_wall_s"] = round(secs, 1)
+    return data
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="runbook,configure,fleet,health,inventory,fleet-roll")
+    ap.add_argument("--only", default="runbook,configure,fleet,health,inventory,fleet-roll,startup")
     ap.add_argument("--fleet-roll-rerun", action="store_true", help="run tests/fleet even if its json is fresh")
     ap.add_argument("--fleet-max-age-h", type=float, default=float(os.environ.get("BENCH_FLEET_MAX_AGE_H", "24")))
     ap.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "2")))
     ap.add_argument("--health-repeats", type=int, default=int(os.environ.get("BENCH_HEALTH_REPEATS", "7")))
     ap.add_argument("--inventory-repeats", type=int, default=int(os.environ.get("BENCH_INVENTORY_REPEATS", "3")))
+    ap.add_argument("--startup-repeats", type=int, default=int(os.environ.get("BENCH_STARTUP_REPEATS", "3")),
+                    help="cold starts and warm restarts of the real engine (each; the engine is slow on 2 cores)")
     ap.add_argument("--fleet", default=os.environ.get("BENCH_FLEET", "1,2,4"))
     ap.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "100,1000,5000"))
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/llmops-bench"))
@@ -579,6 +603,8 @@ def main() -> int:
             cur["stages"]["fleet"] = stage_fleet(ctx, cur["stages"].get("single"))
         if "fleet-roll" in ctx.stages:
             cur["stages"]["fleet_roll"] = stage_fleet_roll(ctx)
+        if "startup" in ctx.stages:
+            cur["stages"]["startup"] = stage_startup(ctx)
     except Exception as exc:  # noqa: BLE001 - keep what was measured, never publish a partial run
         failure = exc
     cur["bench_wall_s"] = round(time.monotonic() - t0, 1)
@@ -651,6 +677,9 @@ def headline(cur: dict) -> dict:
     if "inventory" in s:
         for row in s["inventory"].get("rows", []):
             h["inv_%s_%s_%s_s" % (row["plugin"], row["instances"], row["mode"])] = row["median_s"]
+    if "startup" in s:
+        for kind in ("cold", "warm"):
+            h["startup_%s_ready_s" % kind] = (s["startup"].get(kind) or {}).get("ready_median_s")
     return h
 
 

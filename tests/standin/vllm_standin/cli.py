@@ -297,7 +297,14 @@ def serve(args):
                 return "stop"
 
     log("INFO", "model.py:547", "Resolved architecture: ExaoneForCausalLM (stand-in: no weights are loaded)")
+    # The start-up phases it models, in the real engine's line formats (vLLM's CPU build 0.32.0 prints these three;
+    # llmops.gce_vllm.vllm_startup_info times them): its "engine" takes VLLM_STANDIN_STARTUP_DELAY.
+    log("INFO", "cpu_model_runner.py:68", "Starting to load model %s..." % model)
     outcome = wait_until(started + delay) if delay > 0 else "time"
+    if outcome == "time":
+        log("INFO", "default_loader.py:501", "Loading weights took 0.00 seconds")
+        log("INFO", "core.py:402", "init engine (profile, create kv cache, warmup model) took %.2f s"
+            % (time.monotonic() - started))
     if crash_after is not None and outcome != "stop" and time.monotonic() >= started + crash_after:
         outcome = "crash"
     if outcome == "stop":
