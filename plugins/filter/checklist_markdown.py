@@ -17,7 +17,7 @@ description:
   - No "Ansible managed" banner and no HTML comment; the file is this run's output for a person, not managed
     configuration.
   - Table cells are made safe for Markdown (no line breaks, C(|) escaped).
-  - Under each host's checks, the phases of vLLM's current start (when the report has them): when each began
+  - Under each host's checks, the phases of vLLM's current start (when the report has them), when each began
     (seconds after systemd started the unit), how long it took, and a phase the journal did not hold with why.
   - When the report names stand-ins (the tests' nvidia-smi or vLLM), the page says so under the verdict and
     under each host that had them.

@@ -25,7 +25,7 @@ description:
   - A host without a recorded result (failed or unreachable earlier) gets one failed check, so the report
     never passes by omission.
   - vLLM's start-up phases (C(vllm_server.startup), what M(llmops.gce_vllm.vllm_startup_info) read from the journal
-    of the unit's current start) go to RV(_value.hosts[].vllm_startup): information, not a check; a phase the
+    of the unit's current start) go to RV(_value.hosts[].vllm_startup), as information, not a check; a phase the
     journal does not hold keeps its reason (for example C(not printed by this build)), never 0 seconds.
   - Copies only named keys (check texts, details, addresses, machine type); nothing else of a host's
     variables, so no secret, reaches the report.

@@ -41,7 +41,7 @@ attributes:
     support: none
     description: Reads only; there is nothing to diff.
 notes:
-  - Needs to read the system journal (root, or a member of C(systemd-journal) or C(adm)): C(become: true).
+  - "Needs to read the system journal (root, or a member of C(systemd-journal) or C(adm)): C(become: true)."
   - The journal's time stamps are journald's (when the line was received), to the microsecond; vLLM's own
     numbers (C(... took 12.3 seconds)) are used for a phase's duration where it prints one.
 seealso:
