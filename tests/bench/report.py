@@ -313,6 +313,70 @@ def plot_roll_timeline(fr: dict, png: Path) -> None:
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=90)
+# The runbook's L4 figures (its appendix B-6, "first start takes long": the first start, per phase) and the
+# expected warm restart with the role's caches, on paper (docs/benchmarks.md says why, phase by phase).
+RUNBOOK_L4 = (("download", "weights download (~5 GB)", "~60 s", "0 (weights in HF_HOME under the service directory)"),
+              ("weight_load", "weight load", "~60 s", "about the same; faster with the page cache warm"),
+              ("compile", "torch.compile", "~60 s", "shortened: compiled graphs loaded from VLLM_CACHE_ROOT (Dynamo still "
+                                                    "traces; vLLM docs: compile cache)"),
+              ("graph_capture", "CUDA graph capture + warm-up", "~10 s", "about the same: graphs are captured at every start"),
+              ("ready", "total", "~3 min (runbook: \"~2 min\" for later starts)",
+               "on paper: ~1.5 min (weight load ~60 s + compile ~15 s + capture ~10 s + process start)"))
+
+
+def startup_section(stage, w, measured):
+    """## 7: the real engine's cold start vs warm restart, next to the runbook's L4 figures."""
+    if not stage or not stage.get("cold"):
+        return
+    cold, warm = stage["cold"], stage.get("warm") or {}
+    w("## 7. vLLM start-up on the real engine: cold start vs warm restart (median of %d each)" % stage["repeats"])
+    w("")
+    measured(stage)
+    w("The REAL vLLM engine, not the stand-in: %s (Python %s, torch %s) in the roles' unit on one Debian 12 test host, "
+      "serving the real-engine suite's tiny model (tests/real_engine) on this machine's %s. Cold: vLLM stopped and "
+      "its compile caches (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR under /app/vllm-server/.cache) "
+      "emptied; warm: a plain restart with the caches kept; %s. Phases are what `llmops.gce_vllm.vllm_startup_info` "
+      "read from the unit's journal (the same module the checklist report uses); offsets and the total count from "
+      "systemd's `Started vllm.service`. The page cache is not dropped (the machine is shared)." % (
+          stage.get("engine"), stage.get("host_python"), stage.get("host_torch"), "CPUs", stage.get("order")))
+    w("")
+    w("| phase | cold: began at | cold: took | warm: began at | warm: took | detail |")
+    w("|---|---|---|---|---|---|")
+    wp = {p["name"]: p for p in warm.get("phases", [])}
+    for p in cold.get("phases", []):
+        q = wp.get(p["name"], {})
+        if not p["printed"] and not q.get("printed"):
+            w("| %s | - | - | - | - | %s |" % (p["title"], p["detail"]))
+            continue
+        w("| %s | %s | %s | %s | %s | %s |" % (
+            p["title"], fmt(p["offset_median"], " s", 1), fmt(p["seconds_median"], " s", 2),
+            fmt(q.get("offset_median"), " s", 1), fmt(q.get("seconds_median"), " s", 2), p["detail"] or "-"))
+    w("| first `/health` 200, seen from outside | | %s | | %s | StartWatch polling the engine's port |" % (
+        fmt(cold.get("health_200_median_s"), " s", 1), fmt(warm.get("health_200_median_s"), " s", 1)))
+    w("")
+    w("Compile cache: cold %s, warm %s (vLLM's CPU build here prints `Inductor compilation was disabled by user "
+      "settings` and no torch.compile line, so the compile caches take no part in this engine's start: what the two "
+      "columns measure is the rest of the start, mostly the processes' start and imports before the first phase, on "
+      "a shared 2-CPU machine)." % (
+          ", ".join(cold.get("compile_cache", [])), ", ".join(warm.get("compile_cache", []))))
+    w("")
+    w("### Next to the runbook's L4 figures (the runbook's appendix B-6; the L4 warm restart is on paper, not measured)")
+    w("")
+    w("| phase | runbook, L4 first start | expected L4 warm restart with the role's caches (on paper) |")
+    w("|---|---|---|")
+    for _name, title, first, warm_l4 in RUNBOOK_L4:
+        w("| %s | %s | %s |" % (title, first, warm_l4))
+    w("")
+    w("Why, phase by phase: the download is gone once the weights sit in HF_HOME (kept under the service directory); "
+      "vLLM's compile cache (VLLM_CACHE_ROOT/torch_compile_cache; vLLM's docs, design/torch_compile, \"Compilation "
+      "Cache\": copying that directory saves \"a great amount of compilation time\") "
+      "lets a restart load the compiled graphs (`Directly load the compiled graph(s) ... from the cache`) instead "
+      "of compiling them, though Dynamo still traces the model; the unit keeps that cache, Inductor's and Triton's "
+      "under /app/vllm-server/.cache, because PrivateTmp= would empty the default /tmp ones at every start. "
+      "CUDA graphs are captured again at every start, and the weights are read again (from the page cache when "
+      "warm). No L4 was measured here.")
+    w("")
+
 
 
 def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one function
@@ -579,6 +643,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         targets.append(("failing roll and its rerun: 0 failed requests",
                         fr["roll_fails"]["failed"] + fr["roll_fixed"]["failed"] == 0,
                         str(fr["roll_fails"]["failed"] + fr["roll_fixed"]["failed"])))
+    startup_section(st.get("startup"), w, measured)
 
     if targets:
         w("## Targets (issue 4)")
@@ -620,7 +685,7 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
     w("")
     w("`make bench` (about 15-20 min on 2 CPUs). Parts: `.venv/bin/python tests/bench/bench.py --only "
       "health,inventory` (also `runbook`, `configure`, `fleet`; `--repeats`, `--fleet 1,2,4`, "
-      "`--sizes 100,1000,5000`). Raw logs of each run: `results/bench/<time>/`.")
+      "`--sizes 100,1000,5000`; `startup`, the real engine, `--startup-repeats`). Raw logs of each run: `results/bench/<time>/`.")
     return "\n".join(L) + "\n"
 
 

@@ -38,13 +38,11 @@ def cache_bytes(host) -> dict:
 
 
 def startup_info(dep, unit="vllm") -> dict:
-    """What llmops.gce_vllm.vllm_startup_info returns on the host (ad-hoc `ansible`, JSON callback)."""
-    env = lib.ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    """What llmops.gce_vllm.vllm_startup_info returns on the host (ad-hoc `ansible`: 'HOST | SUCCESS => {json}')."""
     res = lib.run([lib.VENV_BIN / "ansible", "-i", dep.host.inventory, dep.host.name, "-b", "-m",
-                   "llmops.gce_vllm.vllm_startup_info", "-a", "unit=%s" % unit], env=env, timeout=120)
+                   "llmops.gce_vllm.vllm_startup_info", "-a", "unit=%s" % unit], timeout=120)
     assert res.rc == 0, "vllm_startup_info failed (rc=%d):\n%s" % (res.rc, res.tail(3000))
-    data = json.loads(res.out[res.out.index("{"):])
-    task = data["plays"][0]["tasks"][0]["hosts"][dep.host.name]
+    task = json.loads(res.out[res.out.index("=>") + 2:].strip())
     assert not task.get("failed"), task
     return task
 
