@@ -194,6 +194,7 @@ def test_the_readme_quick_start_from_the_installed_collection(host, tmp_path):
     standins = user_dir / "standins.yml"
     standins.write_text(json.dumps({
         "vllm_server_pip_spec": "/opt/standin/vllm_standin-0.33.0-py3-none-any.whl",
+        "vllm_server_stage_models": False,   # the stand-in's venv has no huggingface_hub, no hub is reachable
         "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "2"}, "vllm_server_health_timeout": 120,
         "gce_vllm_instance_name": "ai-server-l4"}))
 

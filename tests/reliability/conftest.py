@@ -115,6 +115,7 @@ class Deployment:
             "ai_server_api_key": secrets["ai_server_api_key"],
             "ai_server_backend_callback_base_url": "http://127.0.0.1:9/api",
             "vllm_server_pip_spec": lib.STANDIN_WHEEL_ON_HOST,
+            "vllm_server_stage_models": False,   # the stand-in's venv has no huggingface_hub, no hub is reachable
             "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": "2"},
             "vllm_server_health_timeout": 60,
         }
