@@ -11,7 +11,8 @@ module: hf_snapshot
 short_description: Stage Hugging Face hub snapshots in a service's HF_HOME, with the huggingface_hub of its venv
 version_added: "0.1.0"
 description:
-  - For the model (O(model), O(revision)) and each adapter of O(adapters) that is a repo id, asks C(huggingface_hub.snapshot_download) of the interpreter O(python) (the vLLM venv's;
+  - For the model (O(model), O(revision)) and each adapter of O(adapters) that is a repo id, asks
+    C(huggingface_hub.snapshot_download) of the interpreter O(python) (the vLLM venv's;
     huggingface_hub ships with vLLM) whether the snapshot of that revision is in the cache under O(hf_home) with
     C(local_files_only=True) - the very call vLLM makes when E(HF_HUB_OFFLINE) is set (C(get_model_path) for the model,
     C(get_adapter_absolute_path) for a LoRA adapter) - and downloads the missing ones with the same function, whole
@@ -90,9 +91,9 @@ options:
     type: int
     default: 10
   variable:
-    description: The variable that names the repos, used in messages.
+    description: The variables that name the model and the adapters, used in messages.
     type: str
-    default: repos
+    default: the model and its adapters
 attributes:
   check_mode:
     support: full
@@ -235,7 +236,7 @@ def progress(repo_id, revision, stop, log, interval):
 
 
 out = {"huggingface_hub": huggingface_hub.__version__, "snapshots": [], "error": None}
-log = open(req["log"], "a") if req.get("log") else None
+log = None   # opened at the first download only: a check writes nothing
 for repo in req["repos"]:
     repo_id, revision = repo["repo_id"], repo.get("revision") or "main"
     entry = {"repo_id": repo_id, "revision": revision, "present": False, "downloaded": False, "path": None,
@@ -251,6 +252,8 @@ for repo in req["repos"]:
             break
         stop = threading.Event()
         watcher = None
+        if req.get("log") and log is None:
+            log = open(req["log"], "a")
         if log:
             log.write("%s downloading %s@%s into %s\n" % (time.strftime("%H:%M:%S"), repo_id, revision, storage(repo_id)))
             log.flush()
