@@ -72,6 +72,36 @@ def _verdict(r: dict) -> str:
     return "not guarded (no 401), but refused this request"
 
 
+def offline_section(f: dict) -> list:
+    """Issue 13's finding on vllm#23684 (what the source of vLLM 0.32.0 does offline), with what test_6 measured."""
+    resolved = f.get("offline_resolution") or []
+    return [
+        "## Offline starts: staged weights, HF_HUB_OFFLINE=1 (issue 13, vllm#23684)", "",
+        "vllm#23684 (open) is titled \"Model loading from local path broken when HF_HUB_OFFLINE is set to 1\"; its thread "
+        "also has a repo id served with `HF_HUB_OFFLINE=1` failing. What vLLM 0.32.0 does (its source, in the test host's "
+        "venv): with `HF_HUB_OFFLINE` set, `EngineArgs` replaces the model (and `--tokenizer`) by `get_model_path(model, "
+        "revision)`, which returns an existing path unchanged and otherwise calls huggingface_hub's "
+        "`snapshot_download(repo_id, revision, local_files_only=True, ignore_patterns=\"*\")`: a repo id resolves to "
+        "`HF_HOME/hub/models--ORG--NAME/snapshots/<commit>` through `refs/<revision>` (or the commit itself), `--revision` "
+        "honoured, no request. A LoRA adapter given by repo id goes through `get_adapter_absolute_path`: "
+        "`snapshot_download(repo_id)` without patterns, i.e. `refs/main`, and huggingface_hub >= 1.x then checks the "
+        "snapshot against its cached file list (a partial snapshot is refused).", "",
+        "On 0.32.0 CPU neither case is broken: the suite serves its model by local path with `HF_HUB_OFFLINE=1` (every "
+        "file), and test_6 serves it by repo id from the cache layout. One consequence the role handles: offline, vLLM "
+        "names the model after the snapshot directory (the served name is taken after the replacement), so with "
+        "`vllm_server_stage_models` the unit passes `--served-model-name` (the id, or `vllm_server_served_model_name`). "
+        "What the role does: `hf_snapshot` stages the model at `vllm_server_model_revision` and every adapter given by "
+        "repo id, whole (no file patterns, so vLLM's unfiltered adapter check passes), with that same offline call as the "
+        "presence check, before the unit (re)starts; the unit sets `HF_HUB_OFFLINE=1`. Not verified here: vLLM 0.15.1 "
+        "(the role's default on a GPU) offline with EXAONE's remote code (`--trust-remote-code`, `--code-revision`).", "",
+        "| measured | value |", "|---|---|",
+        "| vLLM's offline resolution (journal) | %s |" % (_cell("; ".join("%s -> %s" % tuple(r) for r in resolved)) or "(not run)"),
+        "| restart with the hub unreachable, to /health 200 | %s |" % (
+            "%s s" % f["offline_restart_seconds"] if f.get("offline_restart_seconds") else "(not measured in this run)"),
+        "",
+    ]
+
+
 def render(d: dict) -> str:
     f = d["facts"]
     m = f.get("model", {})
@@ -130,6 +160,7 @@ def render(d: dict) -> str:
             for r in routes]
     else:
         lines += ["(not run)"]
+    lines += [""] + offline_section(f)
     lines += ["", "## Notes", ""] + ["- " + n for n in d["notes"]] + [""]
     return "\n".join(lines)
 
