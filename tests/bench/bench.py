@@ -69,6 +69,7 @@ class Ctx:
                 "ai_server_api_key": secrets.token_urlsafe(30),
                 "ai_server_backend_callback_base_url": "http://127.0.0.1:9/api",
                 "vllm_server_pip_spec": "/opt/standin/" + self.wheel.name,
+                "vllm_server_stage_models": False,   # the stand-in's venv has no huggingface_hub; no hub here
                 "vllm_server_extra_env": {"VLLM_STANDIN_STARTUP_DELAY": STANDIN_DELAY},
                 "gce_vllm_hosts": "all",
                 "gce_vllm_connect_timeout": 120,

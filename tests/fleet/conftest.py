@@ -326,7 +326,8 @@ def fleet(tmp_path_factory):
             "vllm_server_api_key": vllm_key,
             "ai_server_backend_internal_token": "bt-" + secrets.token_urlsafe(16),
             "ai_server_api_key": key, "ai_server_backend_callback_base_url": "http://127.0.0.1:9/api",
-            "vllm_server_pip_spec": WHEEL_ON_HOST, "vllm_server_health_timeout": 60})))
+            # the stand-in's venv has no huggingface_hub and no hub is reachable here: no staging
+            "vllm_server_pip_spec": WHEEL_ON_HOST, "vllm_server_stage_models": False, "vllm_server_health_timeout": 60})))
         good.chmod(0o600)
         f = Fleet(state, work, hosts, balancer, backends, key, vllm_key, good)
         lb = f.start_play(f.lb_playbook, "load-balancer")
