@@ -103,35 +103,32 @@ startup:
       type: dict
 '''
 
-import subprocess
+import re
+import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gce_vllm.plugins.module_utils import vllm_startup
 
 
-def read_journal(journalctl, invocation, max_lines):
-    """The first lines of one invocation's journal: up to the first /health 200 after ready (or max_lines)."""
-    cmd = [journalctl, "--no-pager", "--output=short-iso-precise", "_SYSTEMD_INVOCATION_ID=" + invocation, "+",
-           "INVOCATION_ID=" + invocation]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def read_journal(module, journalctl, invocation, max_lines):
+    """The first lines of one invocation's journal: up to the first /health 200 after ready (or max_lines).
+
+    journalctl's output is cut at max_lines by head(1) on the host, so a long-running vLLM's request log is not read
+    to its end."""
+    if not re.match(r"^[0-9a-f]{32}$", invocation):
+        raise OSError("not an invocation id: %r" % invocation)
+    cmd = "%s --no-pager --output=short-iso-precise _SYSTEMD_INVOCATION_ID=%s + INVOCATION_ID=%s | head -n %d" % (
+        shlex.quote(journalctl), invocation, invocation, max_lines)
+    rc, out, err = module.run_command(cmd, use_unsafe_shell=True, environ_update={"LC_ALL": "C"}, errors="surrogate_or_replace")
     lines, ready = [], False
-    try:
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", errors="replace").rstrip("\n")
-            lines.append(line)
-            if len(lines) >= max_lines:
-                break
-            if vllm_startup.is_ready_line(line):
-                ready = True
-            elif ready and vllm_startup.is_health_200_line(line):
-                break
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        err = proc.stderr.read().decode("utf-8", errors="replace")
-        proc.wait()
-    if not lines and proc.returncode not in (0, None, -15):
-        raise OSError("journalctl failed (rc=%s): %s" % (proc.returncode, err.strip()[:300]))
+    for line in out.splitlines():
+        lines.append(line)
+        if vllm_startup.is_ready_line(line):
+            ready = True
+        elif ready and vllm_startup.is_health_200_line(line):
+            break
+    if not lines and (rc != 0 or err.strip()):
+        raise OSError("journalctl failed (rc=%s): %s" % (rc, err.strip()[:300]))
     return lines
 
 
@@ -159,7 +156,7 @@ def main():
         result["startup"] = vllm_startup.phases("", unit=unit)
         module.exit_json(**result)
     try:
-        lines = read_journal(journalctl, invocation, module.params["max_lines"])
+        lines = read_journal(module, journalctl, invocation, module.params["max_lines"])
     except OSError as exc:
         module.fail_json(msg="cannot read the journal of %s (invocation %s): %s (the module needs root or the "
                              "systemd-journal group: become: true)" % (unit, invocation, exc), **result)

@@ -313,6 +313,8 @@ def plot_roll_timeline(fr: dict, png: Path) -> None:
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=90)
+
+
 # The runbook's L4 figures (its appendix B-6, "first start takes long": the first start, per phase) and the
 # expected warm restart with the role's caches, on paper (docs/benchmarks.md says why, phase by phase).
 RUNBOOK_L4 = (("download", "weights download (~5 GB)", "~60 s", "0 (weights in HF_HOME under the service directory)"),
@@ -376,7 +378,6 @@ def startup_section(stage, w, measured):
       "CUDA graphs are captured again at every start, and the weights are read again (from the page cache when "
       "warm). No L4 was measured here.")
     w("")
-
 
 
 def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one function

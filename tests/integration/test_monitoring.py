@@ -215,7 +215,7 @@ def test_every_target_is_up_and_every_main_panel_has_data_after_requests(converg
         if i < 4:
             _vllm_chat(converged, i)
         time.sleep(2)
-    for _ in range(2):
+    for _attempt in range(2):
         assert _ai(converged, "/v1/chat", {"task": "nope", "messages": []})[0] == 422
         time.sleep(2)
     status, metrics = _ai(converged, "/metrics")

@@ -57,7 +57,7 @@ def test_standin_phase_names_match_the_real_engine(deployment):
     host.sh("systemd-run --unit=%s --setenv=PYTHONPATH=%s --setenv=VLLM_STANDIN_STARTUP_DELAY=2 "
             "python3 -m vllm_standin %s" % (unit, STANDIN_ON_HOST, " ".join(shlex.quote(a) for a in args)))
     try:
-        for _ in range(60):
+        for _attempt in range(60):
             info = startup.startup_info(deployment, unit=unit)["startup"]
             if info["ready"]:
                 break

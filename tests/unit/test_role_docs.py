@@ -1,7 +1,6 @@
 """Each role's meta/argument_specs.yml is the one source of its variables: defaults/main.yml says the same,
 and docs/variables.md and playbooks/README.md's table are what scripts/render_variables.py renders from it."""
 import os
-import subprocess
 import sys
 
 import pytest

