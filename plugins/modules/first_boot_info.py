@@ -38,13 +38,8 @@ options:
       - /var/lib/dpkg/lock
       - /var/lib/apt/lists/lock
       - /var/cache/apt/archives/lock
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; reports in check mode as well.
-  diff_mode:
-    support: none
-    description: Reads only; there is nothing to diff.
+extends_documentation_fragment:
+  - llmops.gce_vllm.read_only
 notes:
   - Must run as root to open the lock files (they are C(0640 root)).
 seealso:

@@ -33,13 +33,8 @@ options:
     description: The most journal lines of the invocation to read.
     type: int
     default: 20000
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; reports in check mode as well.
-  diff_mode:
-    support: none
-    description: Reads only; there is nothing to diff.
+extends_documentation_fragment:
+  - llmops.gce_vllm.read_only
 notes:
   - "Needs to read the system journal (root, or a member of C(systemd-journal) or C(adm)): C(become: true)."
   - The journal's time stamps are journald's (when the line was received), to the microsecond; vLLM's own

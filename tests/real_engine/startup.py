@@ -38,9 +38,11 @@ def cache_bytes(host) -> dict:
 
 
 def startup_info(dep, unit="vllm") -> dict:
-    """What llmops.gce_vllm.vllm_startup_info returns on the host (ad-hoc `ansible`: 'HOST | SUCCESS => {json}')."""
+    """What llmops.gce_vllm.vllm_startup_info returns on the host (ad-hoc `ansible`: 'HOST | SUCCESS => {json}';
+    JSON, not the YAML result format ansible.cfg sets for people)."""
+    env = dict(lib.ansible_env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     res = lib.run([lib.VENV_BIN / "ansible", "-i", dep.host.inventory, dep.host.name, "-b", "-m",
-                   "llmops.gce_vllm.vllm_startup_info", "-a", "unit=%s" % unit], timeout=120)
+                   "llmops.gce_vllm.vllm_startup_info", "-a", "unit=%s" % unit], timeout=120, env=env)
     assert res.rc == 0, "vllm_startup_info failed (rc=%d):\n%s" % (res.rc, res.tail(3000))
     task = json.loads(res.out[res.out.index("=>") + 2:].strip())
     assert not task.get("failed"), task
