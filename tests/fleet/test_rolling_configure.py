@@ -53,6 +53,16 @@ def _never_all_out(changes, hosts):
             assert any((v or "").startswith("UP") for v in now.values()), (c, changes)
 
 
+def _configure_under_load(fleet, *args, **kwargs):
+    """fleet.configure(*args, **kwargs) with the bounded load and the balancer's view running around it."""
+    traffic = Traffic(fleet)
+    try:
+        proc = fleet.configure(*args, **kwargs)
+    finally:
+        traffic.stop()
+    return traffic, proc
+
+
 def _out_interval(changes, host, at):
     """The balancer's DOWN of host that began last before the instant at (its restart) and the first UP after
     at: the time the roll had it out of the rotation. (None, None) where not seen."""
@@ -82,11 +92,7 @@ def test_idle_load_through_the_balancer(fleet):
 def test_a_roll_of_max_model_len_and_the_adapters_fails_no_request_and_restarts_each_host_once(fleet):
     before = _units(fleet)
     since = int(time.time()) - 1
-    traffic = Traffic(fleet)
-    try:
-        proc = fleet.configure("roll", ROLL)
-    finally:
-        traffic.stop()
+    traffic, proc = _configure_under_load(fleet, "roll", ROLL)
     hooks = proc.hooks()
     run = traffic.record("roll", proc, down_before_stop_s={})
     assert proc.rc == 0, proc.tail()
@@ -125,11 +131,7 @@ def test_a_roll_of_max_model_len_and_the_adapters_fails_no_request_and_restarts_
 
 def test_a_rerun_with_nothing_to_change_drains_nothing_and_restarts_nothing(fleet):
     before = (_units(fleet), _units(fleet, "ai-server"))
-    traffic = Traffic(fleet)
-    try:
-        proc = fleet.configure("noop", ROLL)
-    finally:
-        traffic.stop()
+    traffic, proc = _configure_under_load(fleet, "noop", ROLL)
     run = traffic.record("noop", proc)
     assert proc.rc == 0, proc.tail()
     assert (_units(fleet), _units(fleet, "ai-server")) == before
@@ -149,11 +151,7 @@ def test_a_roll_stops_at_a_host_that_fails_after_its_restart_and_the_balancer_ke
     fault.write_text(yaml.safe_dump({"all": {"hosts": {broken: {
         "vllm_server_extra_env": dict(STANDIN_ENV, VLLM_STANDIN_CRASH="0.5")}}}}))
     before = _units(fleet)
-    traffic = Traffic(fleet)
-    try:
-        proc = fleet.configure("roll-fails", dict(ROLL2, vllm_server_health_timeout=15), inventories=[fault])
-    finally:
-        traffic.stop()
+    traffic, proc = _configure_under_load(fleet, "roll-fails", dict(ROLL2, vllm_server_health_timeout=15), inventories=[fault])
     run = traffic.record("roll-fails", proc, broken=broken)
     after = _units(fleet)
     assert proc.rc != 0, proc.tail()
@@ -181,11 +179,7 @@ def test_the_rerun_with_the_fault_fixed_finishes_the_roll(fleet):
     first, broken, untouched = fleet.backends
     before = _units(fleet)
     since = int(time.time()) - 1
-    traffic = Traffic(fleet)
-    try:
-        proc = fleet.configure("roll-fixed", ROLL2)
-    finally:
-        traffic.stop()
+    traffic, proc = _configure_under_load(fleet, "roll-fixed", ROLL2)
     run = traffic.record("roll-fixed", proc)
     assert proc.rc == 0, proc.tail()
     after = _units(fleet)
