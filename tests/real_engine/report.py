@@ -73,7 +73,7 @@ def _verdict(r: dict) -> str:
 
 
 def offline_section(f: dict) -> list:
-    """Issue 13's finding on vllm#23684 (what the source of vLLM 0.32.0 does offline), with what test_6 measured."""
+    """Issue 13's finding on vllm#23684 (what the source of vLLM 0.32.0 does offline), with what test_8 measured."""
     resolved = f.get("offline_resolution") or []
     return [
         "## Offline starts: staged weights, HF_HUB_OFFLINE=1 (issue 13, vllm#23684)", "",
@@ -87,7 +87,7 @@ def offline_section(f: dict) -> list:
         "`snapshot_download(repo_id)` without patterns, i.e. `refs/main`, and huggingface_hub >= 1.x then checks the "
         "snapshot against its cached file list (a partial snapshot is refused).", "",
         "On 0.32.0 CPU neither case is broken: the suite serves its model by local path with `HF_HUB_OFFLINE=1` (every "
-        "file), and test_6 serves it by repo id from the cache layout. One consequence the role handles: offline, vLLM "
+        "file), and test_8 serves it by repo id from the cache layout. One consequence the role handles: offline, vLLM "
         "names the model after the snapshot directory (the served name is taken after the replacement), so with "
         "`vllm_server_stage_models` the unit passes `--served-model-name` (the id, or `vllm_server_served_model_name`). "
         "What the role does: `hf_snapshot` stages the model at `vllm_server_model_revision` and every adapter given by "
@@ -96,8 +96,8 @@ def offline_section(f: dict) -> list:
         "(the role's default on a GPU) offline with EXAONE's remote code (`--trust-remote-code`, `--code-revision`).", "",
         "| measured | value |", "|---|---|",
         "| vLLM's offline resolution (journal) | %s |" % (_cell("; ".join("%s -> %s" % tuple(r) for r in resolved)) or "(not run)"),
-        "| restart with the hub unreachable, to /health 200 | %s |" % (
-            "%s s" % f["offline_restart_seconds"] if f.get("offline_restart_seconds") else "(not measured in this run)"),
+        "| start with the hub unreachable (the configure's restart onto the hub id), to ready (its journal) | %s |" % (
+            "%s s" % f["offline_start_seconds"] if f.get("offline_start_seconds") else "(not measured in this run)"),
         "",
     ]
 

@@ -1,6 +1,6 @@
 """llmops.gce_vllm.hf_snapshot without huggingface_hub: which paths it stages (vLLM's own rule, lora_rules.locate), bad
 repo ids, check mode before the venv exists, and a venv missing. The staging itself (vLLM's offline call, the download
-path) runs on the real engine: tests/real_engine/test_6_staged_offline.py."""
+path) runs on the real engine: tests/real_engine/test_8_staged_offline.py."""
 import os
 
 from module_helpers import run_module  # first: installs the collection loader

@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 
-from module_helpers import STANDIN_DIR, Standin, get, post_json, run_vllm
+from module_helpers import STANDIN_DIR, Standin, free_port, get, post_json, run_vllm
 
 sys.path.insert(0, STANDIN_DIR)
 import build_wheel  # noqa: E402  pylint: disable=wrong-import-position
@@ -353,3 +353,52 @@ def test_runtime_lora_routes_only_when_allowed_with_vllms_checks(tmp_path):
         assert ids == [MODEL, "easycontract", "extra"]
     finally:
         assert server.stop() == 0
+
+
+def test_adapters_load_as_vllm_resolves_them_at_start_and_at_runtime(tmp_path):
+    """vLLM loads each --lora-modules adapter at start through the same load as /v1/load_lora_adapter
+    (init_static_loras: "Raises if any fail to load") and resolves its path as get_adapter_absolute_path does: a local
+    directory must hold adapter_config.json; a repo id is read from HF_HOME's hub cache (refs/main), and offline
+    (HF_HUB_OFFLINE=1) one not in the cache fails. Online there is no hub here: an uncached repo id counts as downloaded
+    (the default adapters of every stand-in setup), at start and at runtime alike."""
+    home = tmp_path / "hf"
+    cached = home / "hub" / "models--org--cached" / "snapshots" / "c0ffee"
+    cached.mkdir(parents=True)
+    (cached / "adapter_config.json").write_text("{}")
+    (home / "hub" / "models--org--cached" / "refs").mkdir()
+    (home / "hub" / "models--org--cached" / "refs" / "main").write_text("c0ffee")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["serve", MODEL, "--host", "127.0.0.1", "--enable-lora"]
+    env = {"HF_HOME": str(home)}
+    for lora, offline, problem in [
+            ("a=%s" % empty, "", "Loading lora a failed: No adapter found for %s" % empty),
+            ("a=org/not-cached", "1", "Loading lora a failed: No adapter found for org/not-cached")]:
+        proc = run_vllm(base + ["--port", str(free_port()), "--lora-modules", lora], env=dict(env, HF_HUB_OFFLINE=offline))
+        assert proc.returncode == 1 and "ValueError: " + problem in proc.stderr, proc.stderr[-2000:]
+    auth = {"Authorization": "Bearer " + KEY}
+
+    def load(server, name, path):
+        request = urllib.request.Request(server.base + "/v1/load_lora_adapter", method="POST",
+                                         data=json.dumps({"lora_name": name, "lora_path": path}).encode(),
+                                         headers=dict(auth, **{"Content-Type": "application/json"}))
+        try:
+            with urllib.request.urlopen(request, timeout=2.0) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    server = Standin([MODEL, "--api-key", KEY, "--enable-lora", "--lora-modules", "c=org/cached"],
+                     env=dict(env, HF_HUB_OFFLINE="1", VLLM_ALLOW_RUNTIME_LORA_UPDATING="1")).wait_healthy()
+    try:
+        assert load(server, "n", "org/not-cached") == 404 and load(server, "d", str(cached)) == 200
+        ids = [c["id"] for c in json.loads(get(server.base + "/v1/models", auth)[1])["data"]]
+        assert ids == [MODEL, "c", "d"]
+    finally:
+        assert server.stop() == 0
+    online = Standin([MODEL, "--api-key", KEY, "--enable-lora", "--lora-modules", "c=org/not-cached"],
+                     env=dict(env, VLLM_ALLOW_RUNTIME_LORA_UPDATING="1")).wait_healthy()
+    try:
+        assert load(online, "e", "org/other") == 200
+    finally:
+        assert online.stop() == 0

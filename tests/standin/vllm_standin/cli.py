@@ -23,7 +23,7 @@ import threading
 import time
 
 from vllm_standin import STANDIN_NOTICE, __version__
-from vllm_standin.server import make_server
+from vllm_standin.server import adapter_problem, make_server
 
 DTYPES = ["auto", "half", "float16", "bfloat16", "float", "float32"]
 MAX_LORA_RANKS = [1, 8, 16, 32, 64, 128, 256, 320, 512]
@@ -328,6 +328,15 @@ def serve(args):
         "root_path": args.root_path or "",
     }
     for lora in state["loras"]:
+        # init_static_loras: the same load as /v1/load_lora_adapter; one that fails stops the start (ValueError)
+        problem = adapter_problem(lora["name"], lora["path"])
+        if problem:
+            sock.close()
+            sys.stdout.flush()
+            sys.stderr.write("Traceback (most recent call last):\n  File \"vllm/entrypoints/openai/serving_models.py\", "
+                             "in init_static_loras\nValueError: %s\n" % problem)
+            sys.stderr.flush()
+            return 1
         log("INFO", "serving_models.py:161", "Loaded new LoRA adapter: name '%s', path '%s'"
             % (lora["name"], lora["path"]))
     server = make_server(sock, state, log)

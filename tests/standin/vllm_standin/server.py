@@ -49,6 +49,39 @@ def _hexid():
     return uuid.uuid4().hex[:16]   # vLLM's ids: a prefix and 16 hex digits
 
 
+
+def _truthy(value):
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def adapter_dir(lora_path):
+    """Where vLLM 0.32 reads an adapter (vllm/lora/utils.py get_adapter_absolute_path): an absolute path as it is (present
+    or not), ~ expanded, a relative path that exists; anything else is a hub repo id, huggingface_hub.snapshot_download
+    (refs/main of HF_HOME's hub cache). Offline (HF_HUB_OFFLINE) a repo id not in the cache stays as given, and the load
+    then finds no adapter. Online there is no hub here: the stand-in takes an uncached repo id as downloaded (None)."""
+    if os.path.isabs(lora_path):
+        return lora_path
+    if lora_path.startswith("~"):
+        return os.path.expanduser(lora_path)
+    if os.path.exists(lora_path):
+        return os.path.abspath(lora_path)
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    storage = os.path.join(home, "hub", "models--" + lora_path.replace("/", "--"))
+    try:
+        with open(os.path.join(storage, "refs", "main")) as ref:
+            return os.path.join(storage, "snapshots", ref.read())
+    except OSError:
+        return lora_path if _truthy(os.environ.get("HF_HUB_OFFLINE")) else None
+
+
+def adapter_problem(name, lora_path):
+    """vLLM's message when it cannot load the adapter (at start, --lora-modules, or at runtime), else None: the
+    directory must hold adapter_config.json (PEFTHelper.from_local_dir)."""
+    where = adapter_dir(lora_path)
+    if where is None or os.path.isfile(os.path.join(where, "adapter_config.json")):
+        return None
+    return "Loading lora %s failed: No adapter found for %s" % (name, lora_path)
+
 class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -334,8 +367,8 @@ class Handler(BaseHTTPRequestHandler):
         elif known and not data.get("load_inplace"):
             self._error(400, "The lora adapter '%s' has already been loaded. If you want to load the adapter in place, "
                              "set 'load_inplace' to True." % name, "BadRequestError")
-        elif not os.path.isfile(os.path.join(lora_path, "adapter_config.json")):
-            self._error(404, "Loading lora %s failed: No adapter found for %s" % (name, lora_path), "NotFoundError")
+        elif adapter_problem(name, lora_path):
+            self._error(404, adapter_problem(name, lora_path), "NotFoundError")
         else:
             for old in known:
                 loras.remove(old)
