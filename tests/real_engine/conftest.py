@@ -14,8 +14,11 @@ LLMOPS_REAL_ENGINE_DOCS unset or not 0 (`make real-engine`; `make test` sets 0),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import sys
@@ -150,6 +153,45 @@ class StartWatch:
 
 # --------------------------------------------------------------------------------------------------
 # Controller prerequisites, the test host, the deployment
+
+
+STANDIN_SRC = ROOT / "tests" / "standin" / "vllm_standin"
+STANDIN_ON_HOST = "/opt/llmops-standin-src"
+
+
+def unit_argv(host) -> list:
+    """The `vllm serve ...` argv of the host's unit, as systemd runs it (systemctl show ExecStart)."""
+    out = host.sh("systemctl show vllm --property=ExecStart --value").stdout
+    m = re.search(r"argv\[\]=(.*?) ; ignore_errors=", out)
+    assert m, out
+    argv = m.group(1).split(" ")
+    assert argv[1] == "serve", argv
+    for a in argv:   # the role renders the JSON adapters without spaces: split(" ") is exact
+        if a.startswith("{"):
+            json.loads(a)
+    return argv[1:]
+
+
+@contextlib.contextmanager
+def standin_on_host(host, unit, port, delay):
+    """The vLLM stand-in (tests/standin) on the test host beside the engine, as the transient systemd unit `unit` (its
+    own journal), started with the engine unit's argv (loopback, `port`) and its environment file: it reads the host's
+    files where the engine reads them (its adapters' adapter_config.json). Yields the argv; stopped at the end."""
+    from tests.harness import testhosts
+
+    for f in sorted(STANDIN_SRC.glob("*.py")):
+        testhosts.copy_in(str(host.state), host.name, str(f), "%s/vllm_standin/%s" % (STANDIN_ON_HOST, f.name))
+    args = unit_argv(host)
+    args[args.index("--host") + 1] = "127.0.0.1"
+    args[args.index("--port") + 1] = str(port)
+    host.sh("systemctl stop %s 2>/dev/null; systemctl reset-failed %s 2>/dev/null; true" % (unit, unit))
+    host.sh("systemd-run --unit=%s --property=EnvironmentFile=/app/vllm-server/vllm.env --setenv=PYTHONPATH=%s "
+            "--setenv=VLLM_STANDIN_STARTUP_DELAY=%s python3 -m vllm_standin %s"
+            % (unit, STANDIN_ON_HOST, delay, " ".join(shlex.quote(a) for a in args)))
+    try:
+        yield args
+    finally:
+        host.sh("systemctl stop %s; true" % unit)
 
 
 def _fail(msg):

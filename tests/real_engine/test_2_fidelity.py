@@ -1,41 +1,24 @@
-"""Stand-in fidelity: the same requests against the real engine and the vLLM stand-in (tests/standin), started
-with the very argv the role rendered into the host's unit. Fails on any difference in what the collection reads
-or a user would script against. Generated text is not compared (the stand-in has no model); its shape is."""
+"""Stand-in fidelity: the same requests against the real engine and the vLLM stand-in (tests/standin), started on
+the test host beside it with the very argv the role rendered into the host's unit and its environment file. Fails on
+any difference in what the collection reads or a user would script against. Generated text is not compared (the stand-in has no model); its shape is."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.real_engine import report
-from tests.real_engine.conftest import ROOT, StartWatch, free_port, http, in_netns
+from tests.real_engine.conftest import StartWatch, free_port, http, in_netns, standin_on_host
 from tests.real_engine.test_1_engine import METRIC_FAMILIES, metric_families
 
-STANDIN = ROOT / "tests" / "standin"
-
-
-def unit_argv(host) -> list:
-    """The `vllm serve ...` argv of the host's unit, as systemd runs it (systemctl show ExecStart)."""
-    out = host.sh("systemctl show vllm --property=ExecStart --value").stdout
-    m = re.search(r"argv\[\]=(.*?) ; ignore_errors=", out)
-    assert m, out
-    argv = m.group(1).split(" ")
-    assert argv[1] == "serve", argv
-    for a in argv:   # the role renders the JSON adapters without spaces: split(" ") is exact
-        if a.startswith("{"):
-            json.loads(a)
-    return argv[1:]
 
 
 class Pair:
-    """The real engine itself (on the host's loopback, behind the proxy: reached from inside the host's network
-    namespace) and the stand-in (on the controller's loopback), asked the same requests."""
+    """The real engine itself (on the host's loopback, behind the proxy) and the stand-in (beside it, on the host's
+    loopback), both reached from inside the host's network namespace, asked the same requests."""
 
     def __init__(self, real, standin, key, base, netns):
         self.urls = {"real": real, "standin": standin}
@@ -43,45 +26,29 @@ class Pair:
 
     def ask(self, path, method="GET", body=None, key="right"):
         hdr = {} if key is None else {"Authorization": "Bearer %s" % (self.key if key == "right" else "wrong-" + self.key)}
-        return {"real": in_netns(self.netns, http, self.urls["real"] + path, method, body, hdr, timeout=120),
-                "standin": http(self.urls["standin"] + path, method, body, hdr, timeout=120)}
+        return {side: in_netns(self.netns, http, url + path, method, body, hdr, timeout=120)
+                for side, url in self.urls.items()}
 
 
 @pytest.fixture(scope="module")
-def pair(deployment, workdir):
-    unit = unit_argv(deployment.host)
-    args = list(unit)
+def pair(deployment):
+    """The stand-in on the test host (standin_on_host: the engine's argv and environment file), asked beside the engine."""
     port = free_port()
-    i = args.index("--host")
-    args[i + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    # the stand-in gets the engine's own environment: behind the proxy vllm.env holds no VLLM_API_KEY (the proxy
-    # checks the key), with vllm_server_auth_proxy false it does
-    engine_env = deployment.host.sh("cat /app/vllm-server/vllm.env").stdout
-    env = dict(os.environ, PYTHONPATH=str(STANDIN), VLLM_STANDIN_STARTUP_DELAY="1.5")
-    env.pop("VLLM_API_KEY", None)
-    if re.search(r"^VLLM_API_KEY=", engine_env, re.M):
-        env["VLLM_API_KEY"] = deployment.secrets["vllm_server_api_key"]
-    log = open(workdir / "standin.log", "wb")
     url = "http://127.0.0.1:%d" % port
-    with StartWatch(url + "/health", interval=0.05) as start:
-        proc = subprocess.Popen([sys.executable, "-m", "vllm_standin"] + args, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    start = StartWatch(url + "/health", interval=0.05, netns=deployment.netns).__enter__()   # before the start
+    with standin_on_host(deployment.host, "vllm-standin-fidelity", port, 1.5) as argv:
         t0 = time.monotonic()
-        while start.first_ok is None and time.monotonic() - t0 < 30 and proc.poll() is None:
+        while start.first_ok is None and time.monotonic() - t0 < 30:
             time.sleep(0.05)
         time.sleep(0.2)
-    try:
-        assert start.first_ok is not None, (workdir / "standin.log").read_text()
+        start.__exit__()
+        assert start.first_ok is not None, deployment.host.sh(
+            "journalctl --no-pager -o cat -u vllm-standin-fidelity | tail -n 40", check=False).stdout
         p = Pair(deployment.engine_url(""), url, deployment.secrets["vllm_server_api_key"], deployment.base,
                  deployment.netns)
         p.start = {"real": deployment.start, "standin": start}
-        p.argv = unit
+        p.argv = argv
         yield p
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def compare(aspect, real, standin):

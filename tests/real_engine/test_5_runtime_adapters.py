@@ -26,7 +26,7 @@ CACHES = {"VLLM_CACHE_ROOT": "/app/vllm-server/.cache/vllm",
 
 
 class Traffic:
-    """Completions to `names` through the public port with the key, back to back in a thread, while a change runs."""
+    """Completions to `names` through the public port with the key, one a second in a thread, while a change runs."""
 
     def __init__(self, dep, names):
         self.dep, self.names = dep, list(names)
@@ -42,7 +42,9 @@ class Traffic:
             status, _h, body = http(self.dep.url(VLLM_PORT, "/v1/completions"), "POST",
                                     {"model": name, "prompt": "hello", "max_tokens": 2}, self.dep.key_header(), timeout=60)
             self.results.append((name, status, body[:200].decode(errors="replace") if status != 200 else ""))
-            self._stop.wait(0.2)
+            # one request a second: enough to see a failed one during the change; back to back, the CPU engine would
+            # take a core from the rest of make test for the whole change
+            self._stop.wait(1.0)
 
     def __enter__(self):
         self._thread.start()
