@@ -181,10 +181,13 @@ class Load:
     """A few clients of the AI server's chat route through the balancer, bounded in count and time.
 
     Each request is recorded as (start, latency s, status): start relative to the suite's T0, status the HTTP code
-    or the connection error."""
+    or the connection error. Each client waits `pause` s between its requests (about 10 a second in all): enough to
+    land dozens of requests in every drain and restart window, without the clients taking the machine's CPUs from
+    the play they measure (back to back, three clients kept the CPUs busy: a no-op rerun of the three hosts took
+    334 s beside another suite)."""
 
-    def __init__(self, fleet, clients=3, seconds=1500):
-        self.fleet, self.results = fleet, []
+    def __init__(self, fleet, clients=3, seconds=1500, pause=0.3):
+        self.fleet, self.results, self.pause = fleet, [], pause
         self.stop_at, self._stop = time.monotonic() + seconds, threading.Event()
         self.threads = [threading.Thread(target=self._client, daemon=True) for _c in range(clients)]
         for t in self.threads:
@@ -207,6 +210,7 @@ class Load:
             except OSError as exc:
                 status = repr(exc)
             self.results.append((t, round(time.monotonic() - t1, 4), status))
+            self._stop.wait(self.pause)
 
     def stop(self):
         self._stop.set()
