@@ -18,7 +18,7 @@ from module_helpers import ROOT, Standin, free_port, get
 CHECKER = os.path.join(ROOT, "roles", "ai_server", "files", "ai_ready.py")
 MODEL = "base-model"
 KEY = "vllm-key-0a1b2c3d4e5f"
-LORAS = ['{"name": "easycontract", "path": "/x/easycontract"}', '{"name": "checklist", "path": "/x/checklist"}']
+LORAS = ['{"name": "easycontract", "path": "llmops-test/easycontract"}', '{"name": "checklist", "path": "llmops-test/checklist"}']
 
 
 class App:

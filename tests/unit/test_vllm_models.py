@@ -62,7 +62,7 @@ def test_no_key_against_a_guarded_server(vllm):
 
 
 def test_waits_for_a_starting_server():
-    server = Standin([MODEL, "--enable-lora", "--lora-modules", "easycontract=/a"],
+    server = Standin([MODEL, "--enable-lora", "--lora-modules", "easycontract=llmops-test/a"],
                      env={"VLLM_STANDIN_STARTUP_DELAY": "0.8", "VLLM_API_KEY": KEY})
     try:
         failed, result = run_module(vllm_models, {"base_url": server.base, "api_key": KEY, "interval": 0.1,
