@@ -15,7 +15,6 @@ from tests.real_engine.conftest import StartWatch, free_port, http, in_netns, st
 from tests.real_engine.test_1_engine import METRIC_FAMILIES, metric_families
 
 
-
 class Pair:
     """The real engine itself (on the host's loopback, behind the proxy) and the stand-in (beside it, on the host's
     loopback), both reached from inside the host's network namespace, asked the same requests."""

@@ -49,7 +49,6 @@ def _hexid():
     return uuid.uuid4().hex[:16]   # vLLM's ids: a prefix and 16 hex digits
 
 
-
 def _truthy(value):
     return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
@@ -81,6 +80,7 @@ def adapter_problem(name, lora_path):
     if where is None or os.path.isfile(os.path.join(where, "adapter_config.json")):
         return None
     return "Loading lora %s failed: No adapter found for %s" % (name, lora_path)
+
 
 class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
