@@ -607,8 +607,8 @@ def render(data: dict, png_rel: str) -> str:  # noqa: C901 - one page, one funct
         measured(fr)
         w("From %s (written %s, code `%s`). One balancer test host (role load_balancer, HAProxy; checks every 1 s, "
           "2 to fall or rise) in front of %d test hosts running the real roles with the vLLM stand-in; three clients "
-          "of the AI server's `/v1/chat` through the balancer during each play, each pausing 0.3 s between requests. `playbooks/configure.yml` with "
-          "`serial: 1`. All hosts and the controller share this machine's CPUs." % (
+          "of the AI server's `/v1/chat` through the balancer during each play, each pausing 0.3 s between requests. "
+          "`playbooks/configure.yml` with `serial: 1`. All hosts and the controller share this machine's CPUs." % (
               fr.get("source"), fr.get("fleet_json_date"), fr.get("fleet_json_code"), fr["hosts"]))
         w("")
         w("| run | play wall time | per host | requests | failed | p50 latency | p99 latency |")

@@ -1,6 +1,7 @@
 """Stand-in fidelity: the same requests against the real engine and the vLLM stand-in (tests/standin), started on
 the test host beside it with the very argv the role rendered into the host's unit and its environment file. Fails on
-any difference in what the collection reads or a user would script against. Generated text is not compared (the stand-in has no model); its shape is."""
+any difference in what the collection reads or a user would script against. Generated text is not compared (the
+stand-in has no model); its shape is."""
 
 from __future__ import annotations
 

@@ -314,24 +314,26 @@ def test_a_negative_shutdown_timeout_is_a_usage_error():
     assert proc.returncode == 2 and "--shutdown-timeout" in proc.stderr
 
 
+def _post_lora(url, payload, headers=None):
+    """POST to a runtime LoRA route: (status, text) on success (plain text, as vLLM's PlainTextResponse), else
+    (status, the JSON error)."""
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+    try:
+        with urllib.request.urlopen(request, timeout=2.0) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
 def test_runtime_lora_routes_only_when_allowed_with_vllms_checks(tmp_path):
     """vLLM 0.32's /v1/load_lora_adapter and /v1/unload_lora_adapter exist only with VLLM_ALLOW_RUNTIME_LORA_UPDATING
     true (else 404), behind the key, with vLLM's checks: both fields, no second load of a name, a directory holding
     adapter_config.json, an unload of a name it serves."""
     auth = {"Authorization": "Bearer " + KEY}
-
-    def post_json(url, payload, headers=None):   # a success is plain text, as vLLM's PlainTextResponse
-        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                         headers=dict({"Content-Type": "application/json"}, **(headers or {})))
-        try:
-            with urllib.request.urlopen(request, timeout=2.0) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-
     off = Standin(SERVE_ARGS + ["--api-key", KEY]).wait_healthy()
     try:
-        assert post_json(off.base + "/v1/unload_lora_adapter", {"lora_name": "checklist"}, auth)[0] == 404
+        assert _post_lora(off.base + "/v1/unload_lora_adapter", {"lora_name": "checklist"}, auth)[0] == 404
     finally:
         assert off.stop() == 0
     adapter = tmp_path / "extra"
@@ -339,16 +341,16 @@ def test_runtime_lora_routes_only_when_allowed_with_vllms_checks(tmp_path):
     server = Standin(SERVE_ARGS + ["--api-key", KEY], env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}).wait_healthy()
     try:
         load, unload = server.base + "/v1/load_lora_adapter", server.base + "/v1/unload_lora_adapter"
-        assert post_json(load, {"lora_name": "extra", "lora_path": str(adapter)})[0] == 401
-        status, body = post_json(load, {"lora_name": "extra", "lora_path": str(adapter)}, auth)
+        assert _post_lora(load, {"lora_name": "extra", "lora_path": str(adapter)})[0] == 401
+        status, body = _post_lora(load, {"lora_name": "extra", "lora_path": str(adapter)}, auth)
         assert status == 404 and body["error"]["message"] == "Loading lora extra failed: No adapter found for <path>"
         (adapter / "adapter_config.json").write_text("{}")
-        assert post_json(load, {"lora_name": "extra"}, auth)[0] == 400
-        assert post_json(load, {"lora_name": "checklist", "lora_path": str(adapter)}, auth)[0] == 400
-        assert post_json(load, {"lora_name": "extra", "lora_path": str(adapter)}, auth) == (
+        assert _post_lora(load, {"lora_name": "extra"}, auth)[0] == 400
+        assert _post_lora(load, {"lora_name": "checklist", "lora_path": str(adapter)}, auth)[0] == 400
+        assert _post_lora(load, {"lora_name": "extra", "lora_path": str(adapter)}, auth) == (
             200, "Success: LoRA adapter 'extra' added successfully.")
-        assert post_json(unload, {"lora_name": "checklist"}, auth) == (200, "Success: LoRA adapter 'checklist' removed successfully.")
-        assert post_json(unload, {"lora_name": "checklist"}, auth)[0] == 404
+        assert _post_lora(unload, {"lora_name": "checklist"}, auth) == (200, "Success: LoRA adapter 'checklist' removed successfully.")
+        assert _post_lora(unload, {"lora_name": "checklist"}, auth)[0] == 404
         ids = [c["id"] for c in json.loads(get(server.base + "/v1/models", auth)[1])["data"]]
         assert ids == [MODEL, "easycontract", "extra"]
     finally:
@@ -379,14 +381,7 @@ def test_adapters_load_as_vllm_resolves_them_at_start_and_at_runtime(tmp_path):
     auth = {"Authorization": "Bearer " + KEY}
 
     def load(server, name, path):
-        request = urllib.request.Request(server.base + "/v1/load_lora_adapter", method="POST",
-                                         data=json.dumps({"lora_name": name, "lora_path": path}).encode(),
-                                         headers=dict(auth, **{"Content-Type": "application/json"}))
-        try:
-            with urllib.request.urlopen(request, timeout=2.0) as response:
-                return response.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
+        return _post_lora(server.base + "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, auth)[0]
 
     server = Standin([MODEL, "--api-key", KEY, "--enable-lora", "--lora-modules", "c=org/cached"],
                      env=dict(env, HF_HUB_OFFLINE="1", VLLM_ALLOW_RUNTIME_LORA_UPDATING="1")).wait_healthy()

@@ -176,15 +176,15 @@ def build_parser():
     return parser
 
 
-def _config_error(message):
-    """vLLM validates its configs after parsing: the process dies with a traceback, exit 1."""
+def _config_error(message, frame='"vllm/engine/arg_utils.py", in create_engine_config'):
+    """vLLM validates its configs after parsing (or fails a step of its start, `frame`): the process dies with a
+    traceback, exit 1."""
     sys.stdout.flush()
     if message.startswith(("ValueError: ", "RuntimeError: ")):
         head = ""
     else:
         head = "pydantic_core._pydantic_core.ValidationError: 1 validation error for VllmConfig\n"
-    sys.stderr.write("Traceback (most recent call last):\n"
-                     "  File \"vllm/engine/arg_utils.py\", in create_engine_config\n%s%s\n" % (head, message))
+    sys.stderr.write("Traceback (most recent call last):\n  File %s\n%s%s\n" % (frame, head, message))
     sys.stderr.flush()
     return 1
 
@@ -332,11 +332,7 @@ def serve(args):
         problem = adapter_problem(lora["name"], lora["path"])
         if problem:
             sock.close()
-            sys.stdout.flush()
-            sys.stderr.write("Traceback (most recent call last):\n  File \"vllm/entrypoints/openai/serving_models.py\", "
-                             "in init_static_loras\nValueError: %s\n" % problem)
-            sys.stderr.flush()
-            return 1
+            return _config_error("ValueError: " + problem, '"vllm/entrypoints/openai/serving_models.py", in init_static_loras')
         log("INFO", "serving_models.py:161", "Loaded new LoRA adapter: name '%s', path '%s'"
             % (lora["name"], lora["path"]))
     server = make_server(sock, state, log)

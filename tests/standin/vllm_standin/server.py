@@ -367,9 +367,11 @@ class Handler(BaseHTTPRequestHandler):
         elif known and not data.get("load_inplace"):
             self._error(400, "The lora adapter '%s' has already been loaded. If you want to load the adapter in place, "
                              "set 'load_inplace' to True." % name, "BadRequestError")
-        elif adapter_problem(name, lora_path):
-            self._error(404, adapter_problem(name, lora_path), "NotFoundError")
         else:
+            problem = adapter_problem(name, lora_path)
+            if problem:
+                self._error(404, problem, "NotFoundError")
+                return
             for old in known:
                 loras.remove(old)
             loras.append({"name": name, "path": lora_path, "base_model_name": data.get("base_model_name")})
