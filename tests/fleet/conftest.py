@@ -86,6 +86,7 @@ class Fleet:
         self.state, self.work, self.balancer, self.backends = state, work, balancer, backends
         self.key, self.vllm_key, self.vars = key, vllm_key, vars_file
         self.addr = {n: hosts[n]["ansible_host"] for n in [balancer] + backends}
+        self.balancer_netns = testhosts.host_netns(str(state), balancer)
         self.inventories = [state / "inventory.yml", work / "groups.yml"]
         self.lb_playbook = work / "lb.yml"
         self.lb_playbook.write_text(yaml.safe_dump([{
@@ -157,10 +158,14 @@ class Fleet:
             return {m["id"]: m for m in json.loads(resp.read())["data"]}
 
     # ------------------------------------------------------------------------------------- balancer's view
-    def stats(self):
-        """HAProxy's own view, read on the balancer (loopback only): {server: {"status", "stot"}}."""
-        text = self.sh(self.balancer, ["python3", "-c", "import urllib.request;print(urllib.request.urlopen("
-                                       "'http://127.0.0.1:8404/stats;csv').read().decode())"])
+    def stats(self, entered=False):
+        """HAProxy's own view, its CSV on the balancer's loopback (stats listen there only): {server: {"status",
+        "stot"}}. Read from a thread in the balancer's network namespace (entered: the calling thread is already
+        there), not from a process started in the host: the poller reads it five times a second."""
+        if not entered:
+            return testhosts.in_netns(self.balancer_netns, self.stats, True)
+        with urllib.request.urlopen("http://127.0.0.1:8404/stats;csv", timeout=5) as resp:  # noqa: S310 (loopback)
+            text = resp.read().decode()
         rows = [r.split(",") for r in text.splitlines() if r and not r.startswith("#")]
         return {r[1]: {"status": r[17], "stot": int(r[7] or 0)}
                 for r in rows if len(r) > 17 and r[1] not in ("FRONTEND", "BACKEND")}
@@ -230,9 +235,10 @@ class View:
         self.thread.start()
 
     def _watch(self):
+        testhosts.enter_netns(self.fleet.balancer_netns)
         while not self._stop.is_set() and time.monotonic() < self.stop_at:
             try:
-                stats = self.fleet.stats()
+                stats = self.fleet.stats(entered=True)
             except Exception:  # noqa: BLE001  (a missed poll; the next one reads again)
                 time.sleep(0.2)
                 continue

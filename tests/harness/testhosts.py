@@ -878,6 +878,41 @@ def host_ip(state_dir, name):
     return _find_host(state_dir, name)["ip"]
 
 
+def host_netns(state_dir, name):
+    """The network namespace (its name under /run/netns) of host `name`."""
+    return _find_host(state_dir, name)["netns"]
+
+
+def enter_netns(netns):
+    """Move the calling thread into the network namespace /run/netns/NETNS: setns is per thread, so the sockets this
+    thread opens from now on reach that host's own loopback (its loopback-only listeners), with no process started."""
+    fd = os.open("/run/netns/%s" % netns, os.O_RDONLY)
+    try:
+        os.setns(fd, os.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+
+
+def in_netns(netns, fn, *args, **kwargs):
+    """fn(*args, **kwargs) run in a new thread that entered the network namespace NETNS (enter_netns); its value
+    returned, its exception raised in the caller's thread."""
+    out = {}
+
+    def run():
+        enter_netns(netns)
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def exec_in(state_dir, name, cmd, input=None, check=True, timeout=120):
     """Run `cmd` (list) inside host `name` with nsenter (all its namespaces, as root)."""
     h = _find_host(state_dir, name)

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.harness import testhosts  # noqa: E402
 from tests.real_engine import engine, report  # noqa: E402
 from tests.reliability import lib  # noqa: E402
 
@@ -67,39 +68,9 @@ def http(url, method="GET", body=None, headers=None, timeout=30.0):
         return None, {}, type(reason).__name__.encode()
 
 
-def in_netns(netns, fn, *args, **kwargs):
-    """fn(*args) run in a thread that entered the network namespace /run/netns/NETNS (setns is per thread): its
-    sockets reach the test host's own loopback, e.g. vLLM behind the proxy at 127.0.0.1:vllm_server_backend_port."""
-    out: dict = {}
-
-    def run():
-        fd = os.open("/run/netns/%s" % netns, os.O_RDONLY)
-        try:
-            os.setns(fd, os.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-        try:
-            out["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
-            out["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
 def host_netns(host) -> str:
     """The network namespace of a harness test host (tests/harness/testhosts.py state.json)."""
-    from tests.harness import testhosts
-
-    state = testhosts.load_state(str(host.state)) or {"hosts": []}
-    for h in state["hosts"]:
-        if h["name"] == host.name:
-            return h["netns"]
-    raise AssertionError("no netns recorded for %s in %s" % (host.name, host.state))
+    return testhosts.host_netns(str(host.state), host.name)
 
 
 class StartWatch:
@@ -114,12 +85,8 @@ class StartWatch:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self):
-        if self.netns:   # this thread's sockets in the test host's network namespace (see in_netns)
-            fd = os.open("/run/netns/%s" % self.netns, os.O_RDONLY)
-            try:
-                os.setns(fd, os.CLONE_NEWNET)
-            finally:
-                os.close(fd)
+        if self.netns:   # this thread's sockets in the test host's network namespace
+            testhosts.enter_netns(self.netns)
         while not self._stop.is_set():
             status, hdrs, body = http(self.url, timeout=2.0)
             now = time.monotonic()
@@ -177,8 +144,6 @@ def standin_on_host(host, unit, port, delay):
     """The vLLM stand-in (tests/standin) on the test host beside the engine, as the transient systemd unit `unit` (its
     own journal), started with the engine unit's argv (loopback, `port`) and its environment file: it reads the host's
     files where the engine reads them (its adapters' adapter_config.json). Yields the argv; stopped at the end."""
-    from tests.harness import testhosts
-
     for f in sorted(STANDIN_SRC.glob("*.py")):
         testhosts.copy_in(str(host.state), host.name, str(f), "%s/vllm_standin/%s" % (STANDIN_ON_HOST, f.name))
     args = unit_argv(host)
@@ -236,8 +201,6 @@ def testhost(workdir, prereqs):
         _fail("real-engine suite: the test-host harness needs root (systemd-nspawn, network namespaces)")
     if not shutil.which("systemd-nspawn"):
         _fail("real-engine suite: systemd-nspawn is missing (make hostdeps)")
-    from tests.harness import testhosts
-
     state = workdir / "hosts"
     t0 = time.monotonic()
     try:
@@ -312,7 +275,7 @@ class Deployment:
         return self.host.url(port, path)
 
     def engine_url(self, path):
-        """vLLM itself, on the host's loopback (reach it with in_netns(self.netns, ...))."""
+        """vLLM itself, on the host's loopback (reach it with testhosts.in_netns(self.netns, ...))."""
         return "http://127.0.0.1:%d%s" % (ENGINE_PORT, path)
 
     def key_header(self, key=None):

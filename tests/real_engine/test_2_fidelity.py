@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from tests.harness.testhosts import in_netns
 from tests.real_engine import report
-from tests.real_engine.conftest import StartWatch, free_port, http, in_netns, standin_on_host
+from tests.real_engine.conftest import StartWatch, free_port, http, standin_on_host
 from tests.real_engine.test_1_engine import METRIC_FAMILIES, metric_families
 
 
