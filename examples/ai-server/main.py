@@ -79,7 +79,6 @@ for _model in [VLLM_MODEL, *ADAPTERS.values()]:
         CHAT_REQUESTS.labels(_model, _status)
 
 
-
 @asynccontextmanager
 async def _lifespan(application: FastAPI):
     """One HTTP client to vLLM for the process: its connections are reused. A client per request builds a new TLS

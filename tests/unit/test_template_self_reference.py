@@ -60,7 +60,7 @@ def test_the_digest_variable_is_found():
             os.path.join(ROOT, "roles", "vllm_server", "templates", "vllm.service.j2")) in _self_rendering_vars()
 
 
-@pytest.mark.parametrize("role,name,template", _self_rendering_vars(), ids=lambda v: os.path.basename(v))
+@pytest.mark.parametrize("role,name,template", _self_rendering_vars(), ids=os.path.basename)
 def test_a_template_does_not_resolve_the_variable_that_renders_it(role, name, template):
     with open(template, encoding="utf-8") as fh:
         source = fh.read()
