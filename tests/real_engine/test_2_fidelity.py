@@ -5,6 +5,7 @@ stand-in has no model); its shape is."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -36,13 +37,13 @@ def pair(deployment):
     """The stand-in on the test host (standin_on_host: the engine's argv and environment file), asked beside the engine."""
     port = free_port()
     url = "http://127.0.0.1:%d" % port
-    start = StartWatch(url + "/health", interval=0.05, netns=deployment.netns).__enter__()   # before the start
-    with standin_on_host(deployment.host, "vllm-standin-fidelity", port, 1.5) as argv:
-        t0 = time.monotonic()
-        while start.first_ok is None and time.monotonic() - t0 < 30:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        start.__exit__()
+    with contextlib.ExitStack() as unit:   # the stand-in's unit: stopped after the module's tests
+        with StartWatch(url + "/health", interval=0.05, netns=deployment.netns) as start:   # polls before the start
+            argv = unit.enter_context(standin_on_host(deployment.host, "vllm-standin-fidelity", port, 1.5))
+            t0 = time.monotonic()
+            while start.first_ok is None and time.monotonic() - t0 < 30:
+                time.sleep(0.05)
+            time.sleep(0.2)
         assert start.first_ok is not None, deployment.host.sh(
             "journalctl --no-pager -o cat -u vllm-standin-fidelity | tail -n 40", check=False).stdout
         p = Pair(deployment.engine_url(""), url, deployment.secrets["vllm_server_api_key"], deployment.base,
