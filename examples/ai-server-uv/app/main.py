@@ -16,6 +16,7 @@ behind its authenticating proxy.
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -32,13 +33,25 @@ VLLM_ROOT_URL = VLLM_BASE_URL[: -len("/v1")] if VLLM_BASE_URL.endswith("/v1") el
 GREETING = os.environ.get("APP_GREETING", "")
 SIGNING_KEY_SET = bool(os.environ.get("APP_SIGNING_KEY"))
 
-app = FastAPI(title="AI server (uv project)", docs_url=None if APP_ENV == "production" else "/docs", redoc_url=None)
+
+
+@asynccontextmanager
+async def _lifespan(application: FastAPI):
+    """One HTTP client for the process, as in examples/ai-server (a client per request costs ~20 ms of CPU)."""
+    application.state.vllm = httpx.AsyncClient(timeout=2.0, limits=httpx.Limits(keepalive_expiry=1.0))
+    try:
+        yield
+    finally:
+        await application.state.vllm.aclose()
+
+
+app = FastAPI(title="AI server (uv project)", docs_url=None if APP_ENV == "production" else "/docs", redoc_url=None,
+              lifespan=_lifespan)
 
 
 async def _vllm_ok() -> bool:
     try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            return (await client.get(f"{VLLM_ROOT_URL}/health")).status_code == 200
+        return (await app.state.vllm.get(f"{VLLM_ROOT_URL}/health")).status_code == 200
     except httpx.HTTPError:
         return False
 
