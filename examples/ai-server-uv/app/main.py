@@ -34,7 +34,6 @@ GREETING = os.environ.get("APP_GREETING", "")
 SIGNING_KEY_SET = bool(os.environ.get("APP_SIGNING_KEY"))
 
 
-
 @asynccontextmanager
 async def _lifespan(application: FastAPI):
     """One HTTP client for the process, as in examples/ai-server (a client per request costs ~20 ms of CPU)."""
