@@ -158,12 +158,14 @@ class Fleet:
             return {m["id"]: m for m in json.loads(resp.read())["data"]}
 
     # ------------------------------------------------------------------------------------- balancer's view
-    def stats(self, entered=False):
-        """HAProxy's own view, its CSV on the balancer's loopback (stats listen there only): {server: {"status",
-        "stot"}}. Read from a thread in the balancer's network namespace (entered: the calling thread is already
-        there), not from a process started in the host: the poller reads it five times a second."""
-        if not entered:
-            return testhosts.in_netns(self.balancer_netns, self.stats, True)
+    def stats(self):
+        """HAProxy's own view, read from a thread in the balancer's network namespace (read_stats)."""
+        return testhosts.in_netns(self.balancer_netns, self.read_stats)
+
+    def read_stats(self):
+        """HAProxy's own view, its CSV on the balancer's loopback (stats listen there only), read by a thread already
+        in the balancer's network namespace (not a process started in the host: the poller reads it five times a
+        second): {server: {"status", "stot"}}."""
         with urllib.request.urlopen("http://127.0.0.1:8404/stats;csv", timeout=5) as resp:  # noqa: S310 (loopback)
             text = resp.read().decode()
         rows = [r.split(",") for r in text.splitlines() if r and not r.startswith("#")]
@@ -238,7 +240,7 @@ class View:
         testhosts.enter_netns(self.fleet.balancer_netns)
         while not self._stop.is_set() and time.monotonic() < self.stop_at:
             try:
-                stats = self.fleet.stats(entered=True)
+                stats = self.fleet.read_stats()
             except Exception:  # noqa: BLE001  (a missed poll; the next one reads again)
                 time.sleep(0.2)
                 continue
