@@ -929,6 +929,40 @@ def exec_in(state_dir, name, cmd, input=None, check=True, timeout=120):
     return proc
 
 
+def diagnose(state_dir, name, timeout=30):
+    """What a failed login or converge against host `name` needs to be understood, as text: one verbose ssh login as
+    Ansible makes it (ssh's own log, which LogLevel=ERROR hides), the host's journal warnings and sshd/logind lines,
+    and memory on both sides. Never raises: it is called when something already went wrong."""
+    out = []
+
+    def section(title, fn):
+        try:
+            text = fn()
+        except Exception as exc:  # noqa: BLE001  (a diagnostic must not hide the failure it explains)
+            text = "(%s: %s)" % (type(exc).__name__, exc)
+        out.append("--- %s\n%s" % (title, text.strip()[-4000:]))
+
+    def ssh_v():
+        h, state = _find_host(state_dir, name), load_state(os.path.abspath(state_dir))
+        p = subprocess.run(["ssh", "-vv", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ControlMaster=no",
+                            "-o", "ControlPath=none", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                            "-i", state["key"], "ansible@%s" % h["ip"], "sudo -n true; echo sudo=$?"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False)
+        return "rc=%d\n%s%s" % (p.returncode, p.stdout, p.stderr)
+
+    def host(cmd):
+        p = exec_in(state_dir, name, ["sh", "-c", cmd], check=False, timeout=timeout)
+        return (p.stdout + p.stderr).decode(errors="replace")
+
+    section("ssh -vv ansible@%s (as the controller logs in)" % name, ssh_v)
+    section("%s: journal, warnings and worse (last 40)" % name, lambda: host("journalctl -b -p warning -n 40 --no-pager"))
+    section("%s: sshd and logind (last 40)" % name,
+            lambda: host("journalctl -b -n 40 --no-pager -u ssh -u systemd-logind"))
+    section("%s: memory" % name, lambda: host("free -m; cat /sys/fs/cgroup/memory.events 2>/dev/null"))
+    section("controller: memory", lambda: subprocess.run(["free", "-m"], capture_output=True, text=True).stdout)
+    return "\n".join(out)
+
+
 def copy_in(state_dir, name, src, dest, mode="0644", owner="root:root"):
     """Copy controller file `src` to `dest` inside host `name` (parent dirs created)."""
     with open(src, "rb") as fh:

@@ -170,7 +170,10 @@ def deployment(testhost, workdir, secrets_) -> Deployment:
     dep.first_run = res
     dep.first_log = dep.log("first-converge-vvv")
     lib.RESULTS["notes"].append("first converge (configure.yml -vvv): rc=%d in %.1f s" % (res.rc, res.seconds))
-    assert res.rc == 0, "the first converge failed:\n" + res.tail(6000)
+    if res.rc != 0:
+        from tests.harness import testhosts
+        pytest.fail("the first converge failed:\n%s\n\n%s" % (
+            res.tail(6000), testhosts.diagnose(str(testhost.state), testhost.name)))
     return dep
 
 
