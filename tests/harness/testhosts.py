@@ -959,7 +959,7 @@ def diagnose(state_dir, name, timeout=30):
     section("%s: sshd and logind (last 40)" % name,
             lambda: host("journalctl -b -n 40 --no-pager -u ssh -u systemd-logind"))
     section("%s: memory" % name, lambda: host("free -m; cat /sys/fs/cgroup/memory.events 2>/dev/null"))
-    section("controller: memory", lambda: subprocess.run(["free", "-m"], capture_output=True, text=True).stdout)
+    section("controller: memory", lambda: subprocess.run(["free", "-m"], capture_output=True, text=True, check=False).stdout)
     return "\n".join(out)
 
 
